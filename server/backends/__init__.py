@@ -1,0 +1,1 @@
+"""Model backends: the embedded llama-cpp-python model, remote endpoints, and a fake for unit tests."""

@@ -1,0 +1,174 @@
+"""The `opportune` command: argument parsing only; each subcommand calls into the modules that do the work."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from server import __version__
+from server.backends.base import BackendError
+
+
+def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    if getattr(args, "model", None):
+        model["path"] = str(args.model)
+    if getattr(args, "backend", None):
+        model["backend"] = args.backend
+    if getattr(args, "threads", None):
+        model["threads"] = args.threads
+    if model:
+        overrides["model"] = model
+    telemetry: dict[str, Any] = {}
+    if getattr(args, "db", None):
+        telemetry["db"] = str(args.db)
+    if getattr(args, "metrics_port", None):
+        telemetry["metrics_port"] = args.metrics_port
+    if telemetry:
+        overrides["telemetry"] = telemetry
+    return overrides
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, help="a GGUF file (default: the embedded Gemma 3 270M)")
+    p.add_argument(
+        "--backend", choices=["llama", "fake", "openai", "llama-server"], help="fake is for tests only"
+    )
+    p.add_argument("--threads", type=int, help="CPU threads for the model (default: all cores)")
+    p.add_argument("--config", type=Path, help="opportune.toml (default: found from the current folder)")
+    p.add_argument("--db", type=Path, help="telemetry SQLite file")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from server.lsp import build_server
+    from server.session import start_session
+
+    overrides = _model_overrides(args)
+
+    def factory(options: Any, **kwargs: Any) -> Any:
+        return start_session(options, overrides=overrides, config_path=args.config, **kwargs)
+
+    server = build_server(factory)
+    if args.tcp:
+        host, _, port = args.tcp.rpartition(":")
+        server.start_tcp(host or "127.0.0.1", int(port))
+    else:
+        server.start_io()
+    return 0
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    from server.oneshot import complete_file
+
+    try:
+        text = complete_file(
+            args.file, args.line, args.col, overrides=_model_overrides(args), config_path=args.config
+        )
+    except BackendError as e:
+        print(f"opportune: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"opportune: cannot read {args.file}: {e.strerror}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0 if text else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from server.demo import run_demo
+
+    try:
+        return asyncio.run(run_demo(args, _model_overrides(args)))
+    except BackendError as e:
+        print(f"opportune: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from server.models import default_model_path, resolve_model_path
+
+    try:
+        path = resolve_model_path(str(args.model) if args.model else "")
+    except BackendError as e:
+        print(f"opportune: {e}", file=sys.stderr)
+        return 2
+    print(path if args.model else default_model_path())
+    return 0
+
+
+def _delegate(module: str, name: str, help_text: str, sub: Any) -> None:
+    """Subcommands whose arguments and work live in another module (telemetry, eval, dashboard)."""
+    p = sub.add_parser(name, help=help_text)
+    try:
+        mod = __import__(module, fromlist=["add_arguments", "run"])
+    except ImportError as e:  # a part not installed must not break the other commands
+        p.set_defaults(
+            func=lambda _a, e=e: print(f"opportune {name}: unavailable ({e})", file=sys.stderr) or 2
+        )
+        return
+    mod.add_arguments(p)
+    p.set_defaults(func=mod.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opportune", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"opportune {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="the language server on stdio")
+    _add_model_args(p)
+    p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio (debugging)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("complete", help="print one completion for a position in a file")
+    p.add_argument("file", type=Path)
+    p.add_argument("--line", type=int, required=True, help="1-based line")
+    p.add_argument("--col", type=int, required=True, help="1-based column (characters)")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("demo", help="replay a real source file as if typed and show the ghost text and CPO")
+    p.add_argument("file", type=Path, nargs="?", help="default: a module of Python's standard library")
+    p.add_argument("--chars", type=int, default=400, help="how many characters to type (default 400)")
+    p.add_argument("--speed", type=float, default=6.5, help="keys per second (default 6.5)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_model_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "model", help="assemble and verify the embedded model (or check --model) and print its path"
+    )
+    p.add_argument("--model", type=Path)
+    p.set_defaults(func=cmd_model)
+
+    _delegate("telemetry.report", "report", "CPO and its factors from the telemetry store", sub)
+    _delegate("telemetry.export", "export", "export telemetry events (ndjson, parquet)", sub)
+    _delegate("server.eval.cli", "eval", "offline evaluation of configurations on real code", sub)
+    _delegate("telemetry.dashboard.app", "dashboard", "a local web dashboard of the telemetry", sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # pygls logs every message at INFO: too much for an editor's log.
+    logging.getLogger("pygls").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

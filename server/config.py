@@ -1,0 +1,259 @@
+"""Typed settings: defaults here, then opportune.toml, then the editor's initializationOptions.
+
+This is the one place where settings are named, typed, defaulted, validated and documented.  Keys may be
+snake_case (opportune.toml) or camelCase (editors); an unknown key or a wrong type is reported with its full
+name and the default is kept, so a typo never stops the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+
+@dataclass
+class CompletionSettings:
+    deadline_ms: int = 300
+    """Hard budget from request to answer. What the model has produced by then is answered; the rest is
+    generated in the background into the typeahead cache."""
+    max_tokens: int = 40
+    """Most tokens generated for one suggestion (background continuation included)."""
+    single_line_max_tokens: int = 24
+    """Most tokens for a single-line suggestion."""
+    debounce_ms: int = 0
+    """Fixed wait before starting the model; a newer keystroke during it cancels the request for free."""
+    adaptive_debounce: bool = False
+    """Derive the debounce from the typing rhythm: wait while the user is mid-burst, start at once after a pause."""
+    multiline: Literal["auto", "always", "never"] = "auto"
+    """auto: several lines only where the syntax expects a block (an empty body)."""
+    max_lines: int = 8
+    """Most lines of a multi-line suggestion."""
+    context_tokens: int = 512
+    """Prompt budget in model tokens, measured with the model's own tokenizer."""
+    prompt_strategy: Literal["syntax", "prefix"] = "syntax"
+    """syntax: imports, enclosing signatures and an outline from tree-sitter, then the code before the cursor;
+    prefix: only the code before the cursor (and after it, for FIM models)."""
+    suffix_lines: int = 8
+    """Lines after the cursor shown to FIM-capable models."""
+    window_step_lines: int = 16
+    """The code window before the cursor starts on a multiple of this many lines, so its start stays put while
+    the user types and the evaluated prompt can be reused from the KV cache."""
+    temperature: float = 0.0
+    typeahead_cache: bool = True
+    """Answer from the suggestion on screen when the user types its first characters."""
+    prewarm: bool = True
+    """Evaluate the stable part of the prompt when a file is opened or the user pauses."""
+    enabled: bool = True
+
+
+@dataclass
+class ModelSettings:
+    backend: Literal["llama", "fake", "openai", "llama-server"] = "llama"
+    """llama: a local GGUF through llama-cpp-python; fake: a deterministic stand-in for tests only;
+    openai / llama-server: a remote endpoint."""
+    path: str = ""
+    """A GGUF file; empty means the embedded default model (Gemma 3 270M)."""
+    threads: int = 0
+    """CPU threads for the model; 0 means half the cores (spinning threads stall on a busy machine)."""
+    n_ctx: int = 2048
+    """Model context window in tokens (prompt budget + generated tokens must fit)."""
+    endpoint: str = ""
+    """Base URL of a remote inference server (openai or llama-server backends)."""
+    remote_model: str = ""
+    """Model name sent to the remote endpoint."""
+    api_key_env: str = "OPPORTUNE_API_KEY"
+    """Environment variable holding the remote API key; the key itself is never stored or logged."""
+    fake_latency_ms: float = 0.0
+    """fake backend only: delay per generated token."""
+
+
+@dataclass
+class TelemetrySettings:
+    enabled: bool = True
+    db: str = ""
+    """SQLite file; empty means opportune/telemetry.db in the user's state directory."""
+    store_text: bool = False
+    """Opt in to storing prompts and suggestions. Off: only counts, lengths, timings and hashes are stored."""
+    flush_interval_s: float = 1.0
+    """Events are written in batches at this interval; a SIGKILL loses at most this much."""
+    metrics_port: int = 0
+    """Serve Prometheus metrics on this port; 0 turns the endpoint off."""
+    metrics_host: str = "127.0.0.1"
+    install_id: str = ""
+    """Randomisation unit for experiments; empty means a random id kept in the state directory."""
+
+
+@dataclass
+class ArmSettings:
+    name: str = ""
+    weight: float = 1.0
+    completion: dict[str, Any] = field(default_factory=dict)
+    """Overrides of [completion] keys for this arm."""
+    model: dict[str, Any] = field(default_factory=dict)
+    """Overrides of [model] keys for this arm."""
+
+
+@dataclass
+class ExperimentSettings:
+    name: str = ""
+    """Empty: no experiment running."""
+    control: str = ""
+    """The arm others are compared with; default the first."""
+    arms: list[ArmSettings] = field(default_factory=list)
+
+
+@dataclass
+class Settings:
+    completion: CompletionSettings = field(default_factory=CompletionSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
+    client_name: str = ""
+
+
+def snake(key: str) -> str:
+    out = []
+    for ch in key:
+        if ch.isupper():
+            out.append("_")
+            out.append(ch.lower())
+        else:
+            out.append(ch)
+    return "".join(out).replace("-", "_")
+
+
+def _coerce(value: Any, annotation: Any, where: str, errors: list[str]) -> Any:
+    origin = get_origin(annotation)
+    if origin is Literal:
+        if value in get_args(annotation):
+            return value
+        errors.append(f"{where}: {value!r} is not one of {', '.join(map(repr, get_args(annotation)))}")
+        return dataclasses.MISSING
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif origin is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+    elif origin is list and get_args(annotation) and dataclasses.is_dataclass(get_args(annotation)[0]):
+        if isinstance(value, list):
+            item_type = get_args(annotation)[0]
+            items = []
+            for i, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    items.append(merge(item_type(), item, f"{where}[{i}]", errors))
+                else:
+                    errors.append(f"{where}[{i}]: expected a table")
+            return items
+    elif dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        if isinstance(value, Mapping):
+            return merge(annotation(), value, where, errors)
+    elif origin in (types.UnionType, typing.Union):
+        return value
+    type_name = getattr(annotation, "__name__", str(annotation))
+    errors.append(f"{where}: expected {type_name}, got {type(value).__name__} {value!r}")
+    return dataclasses.MISSING
+
+
+def merge(target: Any, data: Mapping[str, Any], where: str, errors: list[str]) -> Any:
+    """Return a copy of dataclass ``target`` with ``data`` applied; problems go to ``errors``."""
+    hints = typing.get_type_hints(type(target))
+    known = {f.name for f in dataclasses.fields(target)}
+    changes: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = snake(str(raw_key))
+        name = f"{where}.{raw_key}" if where else str(raw_key)
+        if key not in known:
+            errors.append(f"{name}: unknown setting")
+            continue
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+            changes[key] = merge(current, value, name, errors)
+            continue
+        coerced = _coerce(value, hints[key], name, errors)
+        if coerced is not dataclasses.MISSING:
+            changes[key] = coerced
+    return dataclasses.replace(target, **changes)
+
+
+def load_toml(path: Path, errors: list[str]) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        errors.append(f"{path}: cannot read ({e.strerror})")
+    except tomllib.TOMLDecodeError as e:
+        errors.append(f"{path}: invalid TOML ({e})")
+    return {}
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """opportune.toml in the given folder or its parents, or $OPPORTUNE_CONFIG."""
+    env = os.environ.get("OPPORTUNE_CONFIG")
+    if env:
+        return Path(env)
+    folder = (start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        path = candidate / "opportune.toml"
+        if path.is_file():
+            return path
+    return None
+
+
+def resolve(*layers: Mapping[str, Any], base: Settings | None = None) -> tuple[Settings, list[str]]:
+    """Apply layers in order over the defaults; returns the settings and every problem found."""
+    errors: list[str] = []
+    settings = base or Settings()
+    for layer in layers:
+        if not isinstance(layer, Mapping):
+            errors.append(f"settings: expected an object, got {type(layer).__name__}")
+            continue
+        settings = merge(settings, layer, "", errors)
+    errors.extend(_check_ranges(settings))
+    return settings, errors
+
+
+def _check_ranges(s: Settings) -> list[str]:
+    problems = []
+    c = s.completion
+    if c.deadline_ms <= 0:
+        problems.append("completion.deadline_ms must be positive")
+    if not 1 <= c.max_tokens <= 512:
+        problems.append("completion.max_tokens must be between 1 and 512")
+    if c.context_tokens < 32 or c.context_tokens > s.model.n_ctx - c.max_tokens:
+        problems.append(
+            "completion.context_tokens must be at least 32 and leave room for max_tokens in model.n_ctx"
+        )
+    if s.experiment.name and not s.experiment.arms:
+        problems.append("experiment.arms: an experiment needs at least one arm")
+    names = [a.name for a in s.experiment.arms]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        problems.append("experiment.arms: every arm needs a unique name")
+    if any(a.weight < 0 for a in s.experiment.arms):
+        problems.append("experiment.arms: weights must not be negative")
+    return problems
+
+
+def with_arm(settings: Settings, arm: ArmSettings) -> tuple[Settings, list[str]]:
+    """The effective settings for an arm: its overrides applied over the base settings."""
+    return resolve({"completion": arm.completion, "model": arm.model}, base=settings)
+
+
+def as_dict(settings: Any) -> dict[str, Any]:
+    return dataclasses.asdict(settings)

@@ -1,0 +1,108 @@
+"""`opportune demo`: the main job with no editor.  Types a span of a real source file (by default a module of
+Python's standard library, code nobody here wrote) into the engine at a human pace, prints the ghost text
+that would have appeared and how fast, accepts it when it matches, then prints the CPO funnel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from server.backends.base import BackendError
+from server.engine import Suggestion
+from server.eval.typing import TypingModel, replay
+from server.session import start_session
+
+DEFAULT_MODULE = "textwrap.py"
+
+
+def default_file() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"]) / DEFAULT_MODULE
+
+
+def choose_span(text: str, chars: int) -> tuple[int, int]:
+    """Start at the body of a function a third of the way into the file; type ``chars`` characters."""
+    third = len(text) // 3
+    match = re.compile(r"^[ \t]*def [^\n]*:\n", re.M).search(text, third) or re.compile(r"\n").search(
+        text, third
+    )
+    start = match.end() if match else 0
+    end = min(len(text), start + chars)
+    # End at a line end so the document stays well formed.
+    nl = text.find("\n", end)
+    return start, (nl + 1 if nl != -1 else len(text))
+
+
+def _short(text: str, width: int = 60) -> str:
+    flat = text.replace("\n", "⏎")
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+async def run_demo(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    path: Path = args.file or default_file()
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        print(f"opportune demo: cannot read {path}: {e.strerror}", file=sys.stderr)
+        return 2
+    tmp = None
+    if "telemetry" not in overrides or "db" not in overrides.get("telemetry", {}):
+        tmp = tempfile.TemporaryDirectory(prefix="opportune-demo-")
+        overrides = {
+            **overrides,
+            "telemetry": {**overrides.get("telemetry", {}), "db": f"{tmp.name}/demo.db"},
+        }
+    options = {"telemetry": {"flushIntervalS": 0.2}, "clientName": "opportune-demo"}
+    session = start_session(options, overrides=overrides, config_path=args.config, workspace=path.parent)
+    engine = session.engine
+    print(f"Opportune demo: loading the model ({session.settings.model.path or 'embedded Gemma 3 270M'})…")
+    t0 = time.perf_counter()
+    error = engine.load_backend()
+    if error:
+        session.close()
+        raise BackendError(error)
+    print(f"model {engine.model_id} ready in {time.perf_counter() - t0:.1f} s")
+    start, end = choose_span(text, args.chars)
+    line = text.count("\n", 0, start) + 1
+    print(f"typing {end - start} characters of {path} from line {line} at {args.speed} keys/s\n")
+
+    def shown(at: int, s: Suggestion, accepted: int) -> None:
+        mark = f"accepted {accepted} chars" if accepted else "typed over"
+        print(f"  {s.latency_ms:6.0f} ms  {s.source:5s}  {_short(s.text)!s:62s} {mark}")
+
+    stats = await replay(
+        engine,
+        path.resolve().as_uri(),
+        text,
+        start,
+        end,
+        typing=TypingModel(keys_per_second=args.speed, seed=args.seed),
+        language_id="python" if path.suffix == ".py" else "",
+        on_shown=shown,
+    )
+    session.close()
+    print()
+    lat = stats.latencies_ms
+    if lat:
+        p95 = sorted(lat)[max(0, round(0.95 * len(lat)) - 1)]
+        print(
+            f"time to ghost text: p50 {statistics.median(lat):.0f} ms, p95 {p95:.0f} ms over {len(lat)} shown"
+        )
+    print(
+        f"keystrokes {stats.keystrokes}, requests {stats.requests}, shown in time {stats.answered_in_time}, "
+        f"accepted {stats.accepted} ({stats.accepted_chars} chars of {end - start})"
+    )
+    print()
+    from server.reporting import store_report
+
+    print(store_report([Path(session.settings.telemetry.db)]))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0

@@ -1,0 +1,251 @@
+"""The LSP face of Opportune (pygls 2): capabilities, handlers and notifications, translated to the engine.
+
+This is the only module that knows LSP.  Handlers are thin; every request gets a result or a JSON-RPC
+error (a request whose parameters do not deserialize is answered with InvalidParams instead of being
+dropped), and nothing that goes wrong here is shown to the user as a pop-up per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.uris import to_fs_path
+
+from server import __version__
+from server.config import resolve
+from server.documents import Position
+from server.engine import Engine
+from server.session import Session, start_session
+
+log = logging.getLogger(__name__)
+
+ACCEPT_COMMAND = "opportune.accept"
+_DROPPED = object()  # a message answered with an error while parsing; nothing more to do with it
+
+
+class OpportuneProtocol(LanguageServerProtocol):
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as e:
+            if "id" in data and "method" in data:
+                # pygls would log this and never answer; the client would wait for ever.
+                error = e if isinstance(e, JsonRpcInvalidParams) else JsonRpcInvalidParams()
+                self._send_response(data["id"], error=error.to_response_error())
+            else:
+                log.warning("dropped a malformed %s notification", data.get("method", "?"))
+            return _DROPPED
+
+    def handle_message(self, message: Any) -> None:
+        if message is _DROPPED:
+            return
+        if not hasattr(message, "jsonrpc"):
+            log.warning("dropped a message that is not JSON-RPC")
+            return
+        super().handle_message(message)
+
+
+class OpportuneServer(LanguageServer):
+    def __init__(self, session_factory: Callable[..., Session]) -> None:
+        super().__init__("opportune", __version__, protocol_cls=OpportuneProtocol)
+        self.session_factory = session_factory
+        self.session: Session | None = None
+
+    @property
+    def engine(self) -> Engine | None:
+        return self.session.engine if self.session else None
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        # Logged, never a pop-up per bad message.
+        log.error("%s: %s", getattr(source, "__name__", source), error)
+
+    def tell(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
+        try:
+            self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+        except Exception:
+            log.exception("could not show a message")
+
+
+def _field(params: Any, name: str, default: Any = None) -> Any:
+    if isinstance(params, Mapping):
+        return params.get(name, default)
+    return getattr(params, name, default)
+
+
+def _plain(value: Any) -> Any:
+    """pygls hands unknown structures over as named tuples; settings want plain dicts."""
+    if hasattr(value, "_asdict"):
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _position(p: types.Position) -> Position:
+    return Position(p.line, p.character)
+
+
+def build_server(session_factory: Callable[..., Session] = start_session) -> OpportuneServer:
+    """A server whose session (engine, store, settings) is made by ``session_factory`` on initialize."""
+    server = OpportuneServer(session_factory)
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: OpportuneServer, params: types.InitializeParams) -> None:
+        options = _plain(params.initialization_options) or {}
+        if not isinstance(options, Mapping):
+            options = {}
+        root = params.root_uri or (params.workspace_folders[0].uri if params.workspace_folders else None)
+        workspace = Path(to_fs_path(root) or ".") if root else None
+        client = params.client_info.name if params.client_info else ""
+        if client and "clientName" not in options and "client_name" not in options:
+            options = {**options, "clientName": client}
+        ls.session = ls.session_factory(options, workspace=workspace, notify_user=ls.tell)
+        for problem in ls.session.problems:
+            ls.tell(f"Opportune settings: {problem}")
+
+    @server.feature(types.INITIALIZED)
+    async def initialized(ls: OpportuneServer, params: types.InitializedParams) -> None:
+        engine = ls.engine
+        if engine is None:
+            return
+        # Load the model now, off the event loop, so the first keystroke does not pay for it.
+        error = await asyncio.get_running_loop().run_in_executor(engine._worker, engine.load_backend)
+        if error:
+            ls.tell(f"Opportune: {error}", types.MessageType.Error)
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: OpportuneServer, *args: Any) -> None:
+        if ls.session is not None:
+            ls.session.close()
+            ls.session = None
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: OpportuneServer, params: types.DidOpenTextDocumentParams) -> None:
+        if ls.engine:
+            d = params.text_document
+            ls.engine.open(d.uri, d.text, d.language_id, d.version)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: OpportuneServer, params: types.DidChangeTextDocumentParams) -> None:
+        if not ls.engine:
+            return
+        changes: list[tuple[Position | None, Position | None, str]] = []
+        for c in params.content_changes:
+            if isinstance(c, types.TextDocumentContentChangePartial):
+                changes.append((_position(c.range.start), _position(c.range.end), c.text))
+            else:
+                changes.append((None, None, c.text))
+        ls.engine.change(params.text_document.uri, params.text_document.version, changes)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: OpportuneServer, params: types.DidCloseTextDocumentParams) -> None:
+        if ls.engine:
+            ls.engine.close(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(
+        ls: OpportuneServer, params: types.InlineCompletionParams
+    ) -> types.InlineCompletionList | None:
+        engine = ls.engine
+        if engine is None:
+            return None
+        invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        suggestion = await engine.complete(params.text_document.uri, _position(params.position), invoked)
+        if suggestion is None:
+            return None
+        at = types.Position(suggestion.position.line, suggestion.position.character)
+        item = types.InlineCompletionItem(
+            insert_text=suggestion.text,
+            range=types.Range(at, at),
+            command=types.Command(
+                title="Accept", command=ACCEPT_COMMAND, arguments=[suggestion.completion_id]
+            ),
+        )
+        return types.InlineCompletionList(items=[item])
+
+    @server.command(ACCEPT_COMMAND)
+    def accept(ls: OpportuneServer, args: Any) -> None:
+        if ls.engine and args:
+            ls.engine.did_accept(str(args[0]))
+
+    @server.feature("opportune/didShowCompletion")
+    def did_show(ls: OpportuneServer, params: Any) -> None:
+        if ls.engine:
+            ls.engine.did_show(str(_field(params, "id", "")))
+
+    @server.feature("opportune/didPartiallyAcceptCompletion")
+    def did_partially_accept(ls: OpportuneServer, params: Any) -> None:
+        if ls.engine:
+            length = _field(params, "acceptedLength", 0)
+            ls.engine.did_accept(str(_field(params, "id", "")), int(length) if isinstance(length, int) else 0)
+
+    @server.feature("opportune/didRejectCompletion")
+    def did_reject(ls: OpportuneServer, params: Any) -> None:
+        if ls.engine:
+            ls.engine.did_reject(str(_field(params, "id", "")), str(_field(params, "reason", "dismissed")))
+
+    @server.feature("opportune/status")
+    def status(ls: OpportuneServer, params: Any) -> dict[str, Any]:
+        engine = ls.engine
+        if engine is None:
+            return {
+                "enabled": False,
+                "experiment": "",
+                "arm": "",
+                "model": "",
+                "lastLatencyMs": None,
+                "busy": False,
+            }
+        return {
+            "enabled": engine.settings.completion.enabled,
+            "experiment": engine.experiment,
+            "arm": engine.arm,
+            "model": engine.model_id,
+            "lastLatencyMs": engine.last_latency_ms,
+            "busy": engine.busy,
+        }
+
+    @server.feature("opportune/setEnabled")
+    def set_enabled(ls: OpportuneServer, params: Any) -> dict[str, Any]:
+        engine = ls.engine
+        enabled = bool(_field(params, "enabled", True))
+        if engine is not None:
+            settings, _ = resolve({"completion": {"enabled": enabled}}, base=engine.settings)
+            engine.reconfigure(settings)
+        return {"enabled": enabled}
+
+    @server.feature("opportune/report")
+    def report(ls: OpportuneServer, params: Any) -> dict[str, Any]:
+        from server.reporting import session_report
+
+        session = ls.session
+        if session is None:
+            return {"text": "Opportune is not initialized.", "data": {}}
+        return session_report(session, str(_field(params, "since", "1d") or "1d"))
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def did_change_configuration(ls: OpportuneServer, params: types.DidChangeConfigurationParams) -> None:
+        engine = ls.engine
+        settings = _plain(params.settings)
+        if engine is None or not isinstance(settings, Mapping):
+            return
+        section = settings.get("opportune", settings)
+        if not isinstance(section, Mapping):
+            ls.tell("Opportune settings: expected an object under 'opportune'")
+            return
+        new, problems = resolve(section, base=engine.settings)
+        for problem in problems:
+            ls.tell(f"Opportune settings: {problem}")
+        engine.reconfigure(new)
+
+    return server

@@ -1,0 +1,28 @@
+"""Reports for the user from the telemetry store: the text `opportune demo` prints and the editors'
+`opportune/report` request shows.  The analysis itself lives in ``telemetry``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from server.session import Session
+
+
+def store_report(paths: list[Path], since: str | None = None) -> str:
+    from telemetry import report
+
+    return report.render_text(paths, since=since)
+
+
+def session_report(session: Session, since: str) -> dict[str, Any]:
+    from telemetry import report
+
+    session.store.flush()
+    db = session.settings.telemetry.db
+    paths = [Path(db)] if db else []
+    if not paths:
+        from telemetry.store import default_db_path
+
+        paths = [default_db_path()]
+    return {"text": report.render_text(paths, since=since), "data": report.render_json(paths, since=since)}

@@ -1,0 +1,130 @@
+"""Telemetry events: what happened to every editing opportunity, as plain dataclasses.
+
+The chain of ids joins the funnel: opportunity -> attempt -> response -> shown -> outcome.
+No field carries source text or a file path unless the user opted in (``store_text``); documents
+are identified by a salted hash.  The store (``telemetry.store``) writes these rows to SQLite.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+EditKind = Literal["insert", "delete", "replace", "newline", "bulk", "accept", "open"]
+TriggerKind = Literal["automatic", "invoked"]
+AttemptSource = Literal["model", "cache"]
+# Why an attempt ended without a suggestion on screen.
+LossReason = Literal["deadline", "cancelled", "superseded", "empty", "error", "skipped"]
+OutcomeKind = Literal["accepted", "partial", "rejected"]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Common:
+    """Fields every row carries: who, where, under which experiment arm."""
+
+    install_id: str
+    session_id: str
+    experiment: str = ""
+    arm: str = ""
+    arm_digest: str = ""
+    model_id: str = ""
+    language: str = ""
+    client: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    common: Common
+    event_id: str = field(default_factory=new_id, kw_only=True)
+    ts: float = field(default_factory=time.time, kw_only=True)
+    kind: ClassVar[str] = "event"
+
+
+@dataclass(frozen=True)
+class Edit(Event):
+    """A change to a document that is not an opportunity (bulk: paste, format, multi-line undo)."""
+
+    kind: ClassVar[str] = "edit"
+    document_hash: str
+    edit_kind: EditKind
+    chars_inserted: int
+    chars_deleted: int
+
+
+@dataclass(frozen=True)
+class Opportunity(Event):
+    """A human edit at the cursor, counted before any arm-dependent rule."""
+
+    kind: ClassVar[str] = "opportunity"
+    opportunity_id: str
+    document_hash: str
+    edit_kind: EditKind
+    trigger_kind: TriggerKind = "automatic"
+
+
+@dataclass(frozen=True)
+class Skip(Event):
+    """A trigger rule decided not to attempt; kept to explain the attempt rate."""
+
+    kind: ClassVar[str] = "skip"
+    opportunity_id: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class Attempt(Event):
+    kind: ClassVar[str] = "attempt"
+    attempt_id: str
+    opportunity_id: str
+    source: AttemptSource
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    context_parts: str = ""  # comma-separated names of the context parts used
+    prompt_text: str | None = None  # only with store_text
+
+
+@dataclass(frozen=True)
+class Response(Event):
+    kind: ClassVar[str] = "response"
+    attempt_id: str
+    latency_first_ms: float | None
+    latency_total_ms: float
+    generated_tokens: int
+    stop_reason: str
+    chars: int
+    lines: int
+    loss_reason: LossReason | None = None  # None: a suggestion was returned
+    stages_ms: str = ""  # JSON object stage -> milliseconds
+    completion_id: str | None = None
+    completion_tokens: int = 0  # tokens of the returned text, by the model's tokenizer
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens found in the KV cache, not evaluated again
+    completion_text: str | None = None  # only with store_text
+
+
+@dataclass(frozen=True)
+class Shown(Event):
+    kind: ClassVar[str] = "shown"
+    completion_id: str
+    attempt_id: str
+    inferred: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome(Event):
+    kind: ClassVar[str] = "outcome"
+    completion_id: str
+    outcome: OutcomeKind
+    accepted_chars: int = 0
+    accepted_tokens: int = 0
+    reason: str = ""
+    inferred: bool = False
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (Edit, Opportunity, Skip, Attempt, Response, Shown, Outcome)

@@ -1,0 +1,23 @@
+"""Shared fixtures.  End-to-end tests (marked e2e) start the real server with the real embedded model."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep tests out of the user's state directory (install id, default telemetry store)."""
+    state = tmp_path_factory.getbasetemp() / "xdg-state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    # The model cache is shared across tests: assembling 250 MB per test would dominate the run.
+    if "OPPORTUNE_CACHE_DIR" not in os.environ and "XDG_CACHE_HOME" in os.environ:
+        monkeypatch.setenv("OPPORTUNE_CACHE_DIR", os.path.join(os.environ["XDG_CACHE_HOME"], "opportune"))
