@@ -70,6 +70,8 @@ class ModelSettings:
     """Model name sent to the remote endpoint."""
     api_key_env: str = "OPPORTUNE_API_KEY"
     """Environment variable holding the remote API key; the key itself is never stored or logged."""
+    timeout_ms: int = 10000
+    """Remote backends: longest wait for the server's next byte, first token included."""
     fake_latency_ms: float = 0.0
     """fake backend only: delay per generated token."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -92,6 +93,9 @@ class ActiveSuggestion:
     attempt_id: str
     typed: int = 0
     explicit: bool = False  # the client reported an outcome itself
+    view_offset: int = (
+        0  # the client was last shown the suggestion from this offset on (after partial accepts)
+    )
 
 
 @dataclass
@@ -421,7 +425,7 @@ class Engine:
             return
         state, active = found
         full = len(active.suggestion.text)
-        n = full if length is None else max(0, min(int(length), full))
+        n = full if length is None else max(0, min(active.view_offset + int(length), full))
         active.explicit = False  # this report is the explicit one
         self._outcome(state, active, "accepted" if n >= full else "partial", n, "client", inferred=False)
         active.explicit = True
@@ -492,6 +496,9 @@ class Engine:
         opp = state.opportunity
         common = self._common(state.language)
         if opp is None or opp.version != version or opp.cursor != cursor or opp.attempted:
+            continuation = self._continuation(state, cursor)
+            if continuation is not None and not invoked:
+                return continuation
             if not invoked:
                 # Not a fresh edit at the cursor (a cursor move): no opportunity, but warm the model there.
                 if self.settings.completion.prewarm and self.settings.completion.enabled:
@@ -577,6 +584,25 @@ class Engine:
             stages,
             generation_live.prompt,
             generation_live,
+        )
+
+    def _continuation(self, state: DocState, cursor: int) -> Suggestion | None:
+        """After a partial accept, the rest of the same suggestion (same id: no new attempt, no new shown)."""
+        active = state.active
+        if active is None or active.typed == 0:
+            return None
+        s = active.suggestion
+        if cursor != s.cursor + active.typed or not state.doc.text.startswith(
+            s.text[: active.typed], s.cursor
+        ):
+            return None
+        active.view_offset = active.typed
+        return dataclasses.replace(
+            s,
+            text=s.text[active.typed :],
+            cursor=cursor,
+            position=state.doc.position_at(cursor),
+            source="cache",
         )
 
     async def _wait_for_text(
@@ -780,10 +806,15 @@ class Engine:
             live.text = result.text
             live.tokens = result.tokens
             live.result = result
+            self._told_user = False  # working again: a later failure is worth telling
             if result.first_token_ms is not None:
                 self._model_latencies.append(result.first_token_ms)
         except Cancelled:
             pass
+        except BackendError as e:  # expected failures (an endpoint down): one line, not a traceback per key
+            log.warning("%s", e)
+            live.error = str(e)
+            loop.call_soon_threadsafe(self._tell_user_once, f"Opportune: {live.error}")
         except Exception as e:
             log.exception("generation failed")
             live.error = f"the model failed: {e}"

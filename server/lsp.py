@@ -174,7 +174,8 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
         return types.InlineCompletionList(items=[item])
 
     @server.command(ACCEPT_COMMAND)
-    def accept(ls: OpportuneServer, args: Any) -> None:
+    def accept(ls: OpportuneServer, *args: Any) -> None:
+        # pygls 2 passes the command's arguments one by one.
         if ls.engine and args:
             ls.engine.did_accept(str(args[0]))
 
@@ -243,7 +244,10 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
         if not isinstance(section, Mapping):
             ls.tell("Opportune settings: expected an object under 'opportune'")
             return
-        new, problems = resolve(section, base=engine.settings)
+        assert ls.session is not None
+        # Rebuilt from the start-up layers plus the client's complete current set, so a setting the user
+        # removed goes back to its default.
+        new, problems = ls.session.resettle(section)
         for problem in problems:
             ls.tell(f"Opportune settings: {problem}")
         engine.reconfigure(new)

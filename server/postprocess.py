@@ -46,7 +46,9 @@ def stop_reached(text: str, shape: Shape) -> bool:
             return True  # a blank line ends a block suggestion
         if block_indent is not None and _indent(line) < block_indent:
             return True  # dedent: the block is over
-    return False
+    last = lines[-1]
+    # A dedent shows as soon as the new line's first visible character arrives.
+    return len(lines) > 1 and bool(last.strip()) and block_indent is not None and _indent(last) < block_indent
 
 
 def _block_indent(shape: Shape, lines: list[str]) -> int | None:

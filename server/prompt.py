@@ -85,14 +85,22 @@ def build_prompt(
     approx_lines = max(step_lines, budget // 8)  # code is ~8 tokens a line; refined by measuring below
     start_line = _window_start(lines_before, approx_lines, step_lines)
     line_starts = _line_starts(before)
-    while True:
-        window = before[line_starts[start_line] :] if start_line < len(line_starts) else before
-        stable_ctx = (
-            _syntax_context(data.syntax, start_line, line_starts, before) if strategy == "syntax" else ""
+
+    def assemble(start: int) -> tuple[str, str, bool]:
+        window = before[line_starts[start] :]
+        ctx = (
+            _syntax_context(data.syntax, start, line_starts, before, budget * 2 // 5, count_tokens)
+            if strategy == "syntax"
+            else ""
         )
-        if count_tokens(stable_ctx + window) <= budget or start_line >= lines_before:
-            break
-        start_line = min(lines_before, start_line + step_lines)
+        return ctx, window, count_tokens(ctx + window) <= budget
+
+    stable_ctx, window, fits = assemble(start_line)
+    # Coarse steps keep the start put while typing; single lines only when a step would overshoot.
+    for step in (step_lines, 1):
+        while not fits and start_line + step <= lines_before:
+            start_line += step
+            stable_ctx, window, fits = assemble(start_line)
     if start_line >= lines_before and count_tokens(window) > budget:
         # One enormous line: keep its tail (the cursor end); KV reuse is lost but the answer is right.
         window = window[-budget * 3 :]
@@ -125,20 +133,46 @@ def _line_starts(text: str) -> list[int]:
 
 
 def _syntax_context(
-    syntax: SyntaxContext | None, start_line: int, line_starts: list[int], before: str
+    syntax: SyntaxContext | None,
+    start_line: int,
+    line_starts: list[int],
+    before: str,
+    budget: int,
+    count_tokens: Callable[[str], int],
 ) -> str:
-    """Imports, outline and enclosing signatures that the window does not already show."""
+    """Enclosing signatures, imports and an outline that the window does not already show, within ``budget``.
+
+    Enclosing scopes matter most (they say where the cursor is), then imports (the names in use), then the
+    outline of the file; whatever does not fit is left out, whole entries at a time.
+    """
     if syntax is None or start_line == 0:
         return ""
     shown = before[line_starts[start_line] :]
-    chunks: list[str] = []
-    imports = [i for i in syntax.imports if i not in shown]
-    if imports:
-        chunks.append("\n".join(imports) + "\n\n")
     scopes = [s for s in syntax.scopes if s.strip() and s not in shown]
+    imports = [i for i in syntax.imports if i not in shown]
     outline = [s for s in syntax.sibling_signatures if s not in shown and s not in syntax.scopes]
-    if outline:
-        chunks.append("\n".join(outline[:24]) + "\n\n")
+    used = count_tokens("\n".join(scopes)) if scopes else 0
+    if used > budget:
+        return ""
+    kept_imports: list[str] = []
+    for line in imports:
+        cost = count_tokens(line) + 1
+        if used + cost > budget:
+            break
+        kept_imports.append(line)
+        used += cost
+    kept_outline: list[str] = []
+    for sig in outline:
+        cost = count_tokens(sig) + 1
+        if used + cost > budget:
+            break
+        kept_outline.append(sig)
+        used += cost
+    chunks = []
+    if kept_imports:
+        chunks.append("\n".join(kept_imports) + "\n\n")
+    if kept_outline:
+        chunks.append("\n".join(kept_outline) + "\n\n")
     if scopes:
         chunks.append("\n".join(scopes) + "\n")
     return "".join(chunks)

@@ -70,6 +70,14 @@ class Session:
     arm: str = ""
     problems: list[str] = field(default_factory=list)
     metrics_server: Any = None
+    layers: tuple[Mapping[str, Any], ...] = ()  # opportune.toml, initializationOptions, command line
+
+    def resettle(self, client_settings: Mapping[str, Any]) -> tuple[Settings, list[str]]:
+        """Settings after the client sent its complete current set (workspace/didChangeConfiguration)."""
+        toml, init, overrides = (list(self.layers) + [{}, {}, {}])[:3]
+        settings, problems = resolve(toml, init, client_settings, overrides)
+        armed, _, arm_problems = choose_arm(settings, self.engine.install_id)
+        return armed, problems + arm_problems
 
     def close(self) -> None:
         self.engine.shutdown()
@@ -87,18 +95,23 @@ def effective_settings(
     config_path: Path | None = None,
     workspace: Path | None = None,
 ) -> tuple[Settings, list[str]]:
+    settings, problems, _ = _layered(init_options, overrides, config_path, workspace)
+    return settings, problems
+
+
+def _layered(
+    init_options: Mapping[str, Any] | None,
+    overrides: Mapping[str, Any] | None,
+    config_path: Path | None,
+    workspace: Path | None,
+) -> tuple[Settings, list[str], tuple[Mapping[str, Any], ...]]:
     problems: list[str] = []
-    layers: list[Mapping[str, Any]] = []
     path = config_path or find_config(workspace)
-    if path is not None:
-        layers.append(load_toml(path, problems))
-    if init_options:
-        layers.append(init_options)
-    if overrides:
-        layers.append(overrides)
+    toml = load_toml(path, problems) if path is not None else {}
+    layers = (toml, dict(init_options or {}), dict(overrides or {}))
     # A bad key is reported and skipped; the others still apply.
     settings, errors = resolve(*layers)
-    return settings, problems + errors
+    return settings, problems + errors, layers
 
 
 def choose_arm(settings: Settings, install: str) -> tuple[Settings, str, list[str]]:
@@ -121,7 +134,7 @@ def start_session(
     backend_factory: Callable[[Settings], Backend] | None = None,
     store: Any = None,
 ) -> Session:
-    settings, problems = effective_settings(init_options, overrides, config_path, workspace)
+    settings, problems, layers = _layered(init_options, overrides, config_path, workspace)
     install = install_id(settings.telemetry.install_id)
     settings, arm, arm_problems = choose_arm(settings, install)
     problems += arm_problems
@@ -167,7 +180,7 @@ def start_session(
         arm_digest=digest,
         notify_user=notify_user,
     )
-    return Session(engine, settings, store, arm, problems, metrics_server)
+    return Session(engine, settings, store, arm, problems, metrics_server, layers)
 
 
 __all__ = ["BackendError", "Session", "choose_arm", "effective_settings", "make_backend", "start_session"]

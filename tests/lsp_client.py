@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -84,7 +85,11 @@ class TypedDocument:
     async def complete(
         self, position: types.Position | None = None, invoked: bool = False
     ) -> types.InlineCompletionList | None:
-        kind = types.InlineCompletionTriggerKind.Invoked if invoked else types.InlineCompletionTriggerKind.Automatic
+        kind = (
+            types.InlineCompletionTriggerKind.Invoked
+            if invoked
+            else types.InlineCompletionTriggerKind.Automatic
+        )
         result = await self.client.text_document_inline_completion_async(
             types.InlineCompletionParams(
                 context=types.InlineCompletionContext(trigger_kind=kind),
@@ -95,3 +100,15 @@ class TypedDocument:
         if isinstance(result, list):
             return types.InlineCompletionList(items=result)
         return result
+
+
+def send_raw(client: LanguageClient, payload: dict[str, Any]) -> asyncio.Future[Any]:
+    """Write a JSON-RPC message as bytes (for parameters a typed client refuses to build); returns the
+    future of its response when it has an id."""
+    protocol = client.protocol
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    if "id" in payload:
+        protocol._request_futures[payload["id"]] = future  # type: ignore[assignment]
+    body = json.dumps(payload)
+    protocol.writer.write(f"Content-Length: {len(body.encode())}\r\n\r\n{body}".encode())  # type: ignore[union-attr]
+    return future

@@ -1,0 +1,358 @@
+"""The CPO funnel from events: opportunities -> attempts -> shown -> accepted, and its five factors.
+
+    attempt rate      = attempts        / opportunities
+    feedback rate     = shown           / attempts
+    acceptance rate   = accepted        / shown
+    tokens per accept = accepted tokens / accepted
+    chars per token   = accepted chars  / accepted tokens
+    CPO               = the product     = accepted chars / opportunities
+
+Each factor is a ratio of sums over the same events, so the product telescopes exactly to CPO.
+
+Counting rules:
+- opportunities: every ``opportunity`` row (bulk edits are ``edit`` rows and never count);
+- attempts: every ``attempt`` row (model or typeahead cache);
+- shown: distinct completion ids with a ``shown`` row, client-reported and inferred counted once; a
+  completion accepted without any ``shown`` row counts as shown too (acceptance proves display), so
+  the acceptance rate cannot exceed 1;
+- outcome: one per completion id: an explicit client report beats an inferred one, otherwise the
+  latest wins; accepted = outcomes ``accepted`` or ``partial``, with their characters and tokens;
+- latency: ``latency_total_ms`` of responses that returned a suggestion (``loss_reason`` NULL);
+- losses: ``loss_reason`` counts of responses, and the trigger ``skip`` rules separately.
+
+Rows are grouped by the ``Common`` fields each row carries (language, arm, model, install...).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from telemetry.frames import EventFrames
+from telemetry.schema import parse_stages
+
+# User-facing grouping names -> the column they group by.
+GROUP_COLUMNS: dict[str, str] = {
+    "language": "language",
+    "arm": "arm",
+    "model": "model_id",
+    "install": "install_id",
+    "experiment": "experiment",
+    "client": "client",
+    "day": "day",  # derived: the UTC date of the event's ts
+}
+
+# The funnel counts, in funnel order.
+COUNT_COLUMNS: tuple[str, ...] = (
+    "opportunities",
+    "attempts",
+    "shown",
+    "accepted",
+    "accepted_chars",
+    "accepted_tokens",
+    "responses",
+    "errors",
+)
+
+# factor name -> (numerator count, denominator count).  CPO is last; the five before it multiply to it.
+FACTORS: dict[str, tuple[str, str]] = {
+    "attempt_rate": ("attempts", "opportunities"),
+    "feedback_rate": ("shown", "attempts"),
+    "acceptance_rate": ("accepted", "shown"),
+    "tokens_per_accept": ("accepted_tokens", "accepted"),
+    "chars_per_token": ("accepted_chars", "accepted_tokens"),
+}
+CPO_RATIO: tuple[str, str] = ("accepted_chars", "opportunities")
+METRICS: dict[str, tuple[str, str]] = {**FACTORS, "cpo": CPO_RATIO}
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, *, now: float | None = None) -> float:
+    """A Unix time from ``7d``, ``24h``, ``30m``, ``2w`` (ago) or an ISO date/time (UTC unless it says).
+
+    Raises ValueError with a message fit for the command line.
+    """
+    match = _RELATIVE.match(text)
+    if match:
+        reference = time.time() if now is None else now
+        return reference - float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: expected an ISO date (2025-01-31) or an age like 7d, 24h"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def group_column(name: str) -> str:
+    """The column behind a grouping name (``model`` -> ``model_id``); column names pass through."""
+    if name in GROUP_COLUMNS:
+        return GROUP_COLUMNS[name]
+    if name in GROUP_COLUMNS.values():
+        return name
+    raise ValueError(f"cannot group by {name!r}; choose from {', '.join(GROUP_COLUMNS)}")
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    """numerator / denominator, or None when the denominator is zero (undefined, not zero)."""
+    return float(numerator) / float(denominator) if denominator else None
+
+
+# --- deduplication -------------------------------------------------------------------------------------
+
+
+def resolved_outcomes(frames: EventFrames) -> pd.DataFrame:
+    """One outcome row per completion id: explicit beats inferred, then the latest wins."""
+    outcomes = frames.outcomes
+    if outcomes.empty:
+        return outcomes
+    ordered = outcomes.assign(_explicit=1 - outcomes["inferred"]).sort_values(
+        ["_explicit", "ts"], kind="stable"
+    )
+    return ordered.drop_duplicates("completion_id", keep="last").drop(columns="_explicit")
+
+
+def shown_completions(frames: EventFrames, accepted: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per completion shown (its first report), plus accepted completions never reported shown."""
+    shown = frames.shown.sort_values("ts", kind="stable").drop_duplicates("completion_id", keep="first")
+    if accepted is None:
+        accepted = accepted_outcomes(frames)
+    unseen = accepted[~accepted["completion_id"].isin(shown["completion_id"])]
+    if unseen.empty:
+        return shown
+    return pd.concat([shown, unseen[[c for c in shown.columns if c in unseen.columns]]], ignore_index=True)
+
+
+def accepted_outcomes(frames: EventFrames) -> pd.DataFrame:
+    outcomes = resolved_outcomes(frames)
+    return outcomes[outcomes["outcome"].isin(["accepted", "partial"])]
+
+
+# --- counting ------------------------------------------------------------------------------------------
+
+
+def _keyed(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """``df`` with the grouping columns it lacks: the derived ``day``, or a constant key when ungrouped
+    (so that the ungrouped case is the same code as the grouped one)."""
+    if "day" in keys and "day" not in df.columns:
+        # Format each distinct day once: strftime per row is slow on big stores.
+        days, inverse = np.unique(np.floor(df["ts"].to_numpy(dtype="float64") / 86400), return_inverse=True)
+        labels = np.array(
+            [datetime.fromtimestamp(d * 86400, UTC).strftime("%Y-%m-%d") for d in days], dtype=object
+        )
+        df = df.assign(day=labels[inverse.reshape(-1)] if len(df) else np.array([], dtype=object))
+    if not keys:
+        df = df.assign(_all="")
+    return df
+
+
+def _by_groups(df: pd.DataFrame, keys: list[str]) -> Any:
+    # dropna=False: a row whose key is missing still counts, in its own group.
+    return df.groupby(keys, sort=True, dropna=False)
+
+
+def funnel_counts(frames: EventFrames, by: Sequence[str] = ()) -> pd.DataFrame:
+    """The funnel counts (``COUNT_COLUMNS``) per group, one row per group, keys as columns.
+
+    ``by`` holds grouping names or columns (``language``, ``arm``, ``model``, ``install_id``...); with
+    none, one row for everything.  Groups absent from one kind of event get zeros.
+    """
+    keys = [group_column(b) for b in by]
+    group_keys = keys or ["_all"]
+
+    def grouped(df: pd.DataFrame) -> Any:
+        return _by_groups(_keyed(df, keys), group_keys)
+
+    accepted = accepted_outcomes(frames)
+    by_accepted = grouped(accepted)
+    responses = _keyed(frames.responses, keys)
+    parts: list[pd.Series] = [
+        grouped(frames.opportunities).size().rename("opportunities"),
+        grouped(frames.attempts).size().rename("attempts"),
+        grouped(shown_completions(frames, accepted)).size().rename("shown"),
+        by_accepted.size().rename("accepted"),
+        by_accepted["accepted_chars"].sum().rename("accepted_chars"),
+        by_accepted["accepted_tokens"].sum().rename("accepted_tokens"),
+        _by_groups(responses, group_keys).size().rename("responses"),
+        _by_groups(responses[responses["loss_reason"] == "error"], group_keys).size().rename("errors"),
+    ]
+    table = pd.concat(parts, axis=1).fillna(0).astype("int64")
+    table = table.reset_index()
+    if not keys:
+        table = table.drop(columns="_all")
+        if table.empty:
+            table = pd.DataFrame({c: [0] for c in COUNT_COLUMNS})
+    return table[[*keys, *COUNT_COLUMNS]]
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """The funnel counts of one group and the factors derived from them."""
+
+    opportunities: int = 0
+    attempts: int = 0
+    shown: int = 0
+    accepted: int = 0
+    accepted_chars: int = 0
+    accepted_tokens: int = 0
+
+    @classmethod
+    def from_counts(cls, counts: Any) -> Funnel:
+        """From a mapping or a row with the count columns."""
+        return cls(**{name: int(counts[name]) for name in cls.__dataclass_fields__})
+
+    @property
+    def attempt_rate(self) -> float | None:
+        return ratio(self.attempts, self.opportunities)
+
+    @property
+    def feedback_rate(self) -> float | None:
+        return ratio(self.shown, self.attempts)
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        return ratio(self.accepted, self.shown)
+
+    @property
+    def tokens_per_accept(self) -> float | None:
+        return ratio(self.accepted_tokens, self.accepted)
+
+    @property
+    def chars_per_token(self) -> float | None:
+        return ratio(self.accepted_chars, self.accepted_tokens)
+
+    @property
+    def cpo(self) -> float | None:
+        return ratio(self.accepted_chars, self.opportunities)
+
+    def factors(self) -> dict[str, float | None]:
+        """The five factors and CPO, by name (``METRICS`` order)."""
+        return {name: getattr(self, name) for name in METRICS}
+
+    def factor_product(self) -> float | None:
+        """The product of the five factors; equals ``cpo`` whenever every factor is defined."""
+        values = [getattr(self, name) for name in FACTORS]
+        if any(v is None for v in values):
+            return None
+        return math.prod(v for v in values if v is not None)
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """The report for one group: funnel, factors, latency, losses, stage timings."""
+
+    group: dict[str, str]
+    funnel: Funnel
+    installs: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    loss_reasons: dict[str, int] = field(default_factory=dict)
+    skip_rules: dict[str, int] = field(default_factory=dict)
+    stage_medians_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["factors"] = self.funnel.factors()
+        return out
+
+
+def percentile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
+    arr = np.asarray(values, dtype=float)
+    arr = arr[~np.isnan(arr)]
+    return float(np.percentile(arr, q)) if arr.size else None
+
+
+def returned_latencies(responses: pd.DataFrame) -> pd.Series:
+    """``latency_total_ms`` of the responses that returned a suggestion."""
+    return responses.loc[responses["loss_reason"].isna(), "latency_total_ms"]
+
+
+def _as_key(index_value: Any) -> tuple[Any, ...]:
+    return index_value if isinstance(index_value, tuple) else (index_value,)
+
+
+def _per_group(series: pd.Series) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """A series indexed by (group keys..., name) as {group key tuple: {name: value}}."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for index, value in series.items():
+        key = _as_key(index)
+        out.setdefault(key[:-1], {})[str(key[-1])] = value
+    return out
+
+
+def summarise(frames: EventFrames, by: Sequence[str] = ()) -> list[GroupSummary]:
+    """One ``GroupSummary`` per group (sorted by key), or one for everything when ``by`` is empty."""
+    keys = [group_column(b) for b in by]
+    group_keys = keys or ["_all"]
+    counts = funnel_counts(frames, by)
+
+    # Everything below is one vectorised pass per quantity, then looked up per group: a report by
+    # install can have thousands of groups.
+    responses = _keyed(frames.responses, keys)
+    returned = responses[responses["loss_reason"].isna()]
+    quantiles = _by_groups(returned, group_keys)["latency_total_ms"].quantile([0.5, 0.95])
+    latency = _per_group(quantiles)
+    losses = _per_group(
+        _by_groups(responses.dropna(subset=["loss_reason"]), [*group_keys, "loss_reason"]).size()
+    )
+    skips = _per_group(_by_groups(_keyed(frames.skips, keys), [*group_keys, "rule"]).size())
+    stage_rows = [
+        (*_as_key(key), stage, ms)
+        for key, raw in zip(
+            responses[group_keys].itertuples(index=False, name=None), responses["stages_ms"], strict=True
+        )
+        for stage, ms in parse_stages(raw).items()
+    ]
+    stages = _per_group(
+        pd.DataFrame(stage_rows, columns=[*group_keys, "stage", "ms"])
+        .groupby([*group_keys, "stage"])["ms"]
+        .median()
+    )
+    install_columns = list(dict.fromkeys([*group_keys, "install_id"]))  # grouping by install: once
+    install_rows = pd.concat(
+        [
+            _keyed(df, keys)[install_columns]
+            for df in (frames.opportunities, frames.attempts, frames.responses)
+        ]
+    ).drop_duplicates()
+    installs = {_as_key(k): int(v) for k, v in _by_groups(install_rows, group_keys).size().items()}
+
+    summaries: list[GroupSummary] = []
+    for _, row in counts.iterrows():
+        key = tuple(row[k] for k in keys) if keys else ("",)
+        group_latency = latency.get(key, {})
+        summaries.append(
+            GroupSummary(
+                group={k: str(row[k]) for k in keys},
+                funnel=Funnel.from_counts(row),
+                installs=installs.get(key, 0),
+                latency_p50_ms=_float(group_latency.get("0.5")),
+                latency_p95_ms=_float(group_latency.get("0.95")),
+                loss_reasons=_sorted_counts(losses.get(key, {})),
+                skip_rules=_sorted_counts(skips.get(key, {})),
+                stage_medians_ms={k: float(v) for k, v in sorted(stages.get(key, {}).items())},
+            )
+        )
+    return summaries
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _sorted_counts(counts: dict[str, Any]) -> dict[str, int]:
+    """Counts as ints, the largest first (ties by name)."""
+    return {k: int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}

@@ -1,0 +1,426 @@
+"""``opportune report``: the funnel, the five factors, CPO, latency and losses; or an experiment's verdict.
+
+    opportune report [--db PATH ...] [--since 7d|2025-01-31] [--by language|arm|model|install|day] [--json]
+    opportune report --experiment NAME [--control ARM] [--weights A=1,B=1] [--db PATH ...] [--json]
+
+Several ``--db`` are analysed as one (one store per install, merged without double counting).  Text is
+an aligned table for people; ``--json`` prints the same numbers for machines.  A missing or corrupt
+store, or a bad argument, prints one line on stderr and exits with status 2.
+
+The server's CLI wires this module as its ``report`` subcommand: ``add_arguments(parser)`` then
+``run(args)``.  ``build_report``, ``render_summary`` and ``render_experiment`` are the pure parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from telemetry.cpo import METRICS, parse_since, summarise
+from telemetry.experiments import ExperimentAnalysis, analyse
+from telemetry.frames import EventFrames, json_safe
+from telemetry.store import StoreError, open_events, store_paths
+
+BY_CHOICES = ("language", "arm", "model", "install", "day")
+
+METRIC_LABELS: dict[str, str] = {
+    "attempt_rate": "attempt rate",
+    "feedback_rate": "feedback rate",
+    "acceptance_rate": "acceptance rate",
+    "tokens_per_accept": "tokens/accept",
+    "chars_per_token": "chars/token",
+    "cpo": "CPO",
+}
+
+
+# --- arguments -----------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``report`` options to ``parser`` (a subcommand parser of the CLI)."""
+    parser.add_argument(
+        "--db",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="telemetry store; repeat to merge several (one per install). Default: the user's store",
+    )
+    parser.add_argument(
+        "--since", metavar="WHEN", help="only events since an ISO date (2025-01-31) or an age (7d, 24h)"
+    )
+    parser.add_argument("--by", choices=BY_CHOICES, help="one row per language, arm, model, install or day")
+    parser.add_argument("--json", action="store_true", help="print JSON for machines instead of a table")
+    parser.add_argument("--experiment", metavar="NAME", help="analyse this experiment arm by arm")
+    parser.add_argument(
+        "--control", metavar="ARM", help="control arm (default: the first declared, or 'control')"
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="ARM=W,...",
+        help="declared arm weights for the sample-ratio check, e.g. A=1,B=1 (default: equal weights)",
+    )
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``A=1,B=2`` -> {"A": 1.0, "B": 2.0}, in the order given."""
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or not name.strip() or weight < 0:
+            raise ValueError(
+                f"--weights {text!r}: expected ARM=WEIGHT pairs separated by commas, e.g. A=1,B=1"
+            )
+        weights[name.strip()] = weight
+    return weights
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run ``opportune report`` with parsed arguments; 0 on success, 2 on a user-facing error."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        report = load_report(
+            args.db,
+            since=args.since,
+            by=args.by,
+            experiment=args.experiment,
+            control=getattr(args, "control", None),
+            weights=parse_weights(args.weights) if getattr(args, "weights", None) else None,
+        )
+    except (StoreError, ValueError) as exc:  # AnalysisError is a ValueError
+        print(f"opportune report: error: {exc}", file=err)
+        return 2
+    if args.json:
+        out.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    else:
+        out.write(render(report) + "\n")
+    return 0
+
+
+def load_report(
+    paths: Sequence[Path | str] | None,
+    *,
+    since: str | None = None,
+    by: str | None = None,
+    experiment: str | None = None,
+    control: str | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """The report of stores (the default store when ``paths`` is empty), as JSON-ready data.
+
+    ``since`` is as on the command line (``7d``, ``2025-01-31``).  Raises ``StoreError`` for a missing
+    or corrupt store and ``ValueError`` for a bad argument or an experiment without events.
+    """
+    since_ts = parse_since(since) if since else None
+    resolved = store_paths(paths)
+    frames = open_events(resolved, since=since_ts)
+    return build_report(
+        frames, paths=resolved, since=since_ts, by=by, experiment=experiment, control=control, weights=weights
+    )
+
+
+def render_text(paths: Sequence[Path | str] | None, **kwargs: Any) -> str:
+    """``load_report`` rendered for people (the text ``opportune report`` prints)."""
+    return render(load_report(paths, **kwargs))
+
+
+def render_json(paths: Sequence[Path | str] | None, **kwargs: Any) -> dict[str, Any]:
+    """``load_report`` as data (what ``opportune report --json`` prints)."""
+    return load_report(paths, **kwargs)
+
+
+# --- the report as data --------------------------------------------------------------------------------
+
+
+def build_report(
+    frames: EventFrames,
+    *,
+    paths: Sequence[Path] = (),
+    since: float | None = None,
+    by: str | None = None,
+    experiment: str | None = None,
+    control: str | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """The report as JSON-ready data: the summary groups, or the experiment analysis."""
+    report: dict[str, Any] = {
+        "stores": [str(p) for p in paths],
+        "since": _iso(since) if since is not None else None,
+        "events": len(frames),
+        "installs": len(frames.installs()),
+    }
+    if experiment:
+        report["experiment"] = analyse(frames, experiment, control, weights=weights).to_dict()
+    else:
+        report["by"] = by
+        report["groups"] = [s.to_dict() for s in summarise(frames, [by] if by else [])]
+    return json_safe(report)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# --- formatting ----------------------------------------------------------------------------------------
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> str:
+    """An aligned plain-text table; ``align`` has one letter per column, ``l`` or ``r``."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.ljust(w) if a == "l" else cell.rjust(w)
+            for cell, w, a in zip(cells, widths, align, strict=True)
+        ]
+        return "  ".join(padded).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def _count(value: Any) -> str:
+    return f"{int(value):,}"
+
+
+def _metric(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if name.endswith("_rate"):
+        return f"{value:.1%}"
+    if name == "cpo":
+        return f"{value:.3f}"
+    return f"{value:.2f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _pct(value: float | None, signed: bool = True) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.1%}" if signed else f"{value:.1%}"
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+
+
+def render(report: Mapping[str, Any]) -> str:
+    """The text for people of a report made by ``build_report``."""
+    stores = report["stores"]
+    head = (
+        f"Opportune telemetry: {len(stores)} store{'s' if len(stores) != 1 else ''}, "
+        f"{report['events']:,} events, {report['installs']:,} install{'s' if report['installs'] != 1 else ''}"
+    )
+    if report.get("since"):
+        head += f", since {report['since']}"
+    if "experiment" in report:
+        return head + "\n\n" + render_experiment(report["experiment"])
+    return head + "\n\n" + render_summary(report["groups"], report.get("by"))
+
+
+def render_summary(groups: Sequence[Mapping[str, Any]], by: str | None = None) -> str:
+    """Funnel, factors and latency per group; then losses, skips and stage times when there are any."""
+    label = by or ""
+
+    def name(group: Mapping[str, Any]) -> str:
+        if not by:
+            return "all"
+        value = next(iter(group["group"].values()), "")
+        return value or "(none)"
+
+    funnel_rows = [
+        [
+            name(g),
+            *(
+                _count(g["funnel"][k])
+                for k in (
+                    "opportunities",
+                    "attempts",
+                    "shown",
+                    "accepted",
+                    "accepted_chars",
+                    "accepted_tokens",
+                )
+            ),
+        ]
+        for g in groups
+    ]
+    blocks = [
+        "Funnel\n"
+        + format_table(
+            [label, "opportunities", "attempts", "shown", "accepted", "accepted chars", "accepted tokens"],
+            funnel_rows,
+            "lrrrrrr",
+        )
+    ]
+    factor_rows = [
+        [
+            name(g),
+            *(_metric(m, g["factors"][m]) for m in METRICS),
+            _ms(g["latency_p50_ms"]),
+            _ms(g["latency_p95_ms"]),
+        ]
+        for g in groups
+    ]
+    blocks.append(
+        "Factors (CPO = their product = accepted chars / opportunities)\n"
+        + format_table(
+            [label, *(METRIC_LABELS[m] for m in METRICS), "p50 ms", "p95 ms"],
+            factor_rows,
+            "l" + "r" * (len(METRICS) + 2),
+        )
+    )
+    for title, key, fmt in (
+        ("Losses: attempts that showed nothing, by reason", "loss_reasons", _count),
+        ("Skipped by trigger rules", "skip_rules", _count),
+        ("Median time per stage (ms)", "stage_medians_ms", lambda v: f"{v:.1f}"),
+    ):
+        block = _breakdown(groups, key, name, label, fmt)
+        if block:
+            blocks.append(f"{title}\n{block}")
+    return "\n\n".join(blocks)
+
+
+def _breakdown(
+    groups: Sequence[Mapping[str, Any]],
+    key: str,
+    name: Callable[[Mapping[str, Any]], str],
+    label: str,
+    fmt: Callable[[Any], str],
+) -> str:
+    columns: list[str] = []
+    for g in groups:
+        columns.extend(c for c in g[key] if c not in columns)
+    if not columns:
+        return ""
+    rows = [[name(g), *(fmt(g[key][c]) if c in g[key] else "-" for c in columns)] for g in groups]
+    return format_table([label, *columns], rows, "l" + "r" * len(columns))
+
+
+def _estimate(name: str, e: Mapping[str, Any]) -> str:
+    if e["value"] is None:
+        return "-"
+    if e["ci_low"] is None:
+        return _metric(name, e["value"])
+    return f"{_metric(name, e['value'])} [{_metric(name, e['ci_low'])}, {_metric(name, e['ci_high'])}]"
+
+
+def _lift(c: Mapping[str, Any] | None) -> str:
+    if not c or c["relative"] is None:
+        return "-"
+    return f"{_pct(c['relative'])} [{_pct(c['relative_ci_low'])}, {_pct(c['relative_ci_high'])}]"
+
+
+def render_experiment(analysis: Mapping[str, Any] | ExperimentAnalysis) -> str:
+    """Units and SRM, CPO with lift and verdict per arm, every factor, guardrails, warnings."""
+    a = analysis.to_dict() if isinstance(analysis, ExperimentAnalysis) else analysis
+    arms = a["arms"]
+    control = a["control"]
+    srm = a["srm"]
+    total_units = sum(arm["units"] for arm in arms)
+    lines = [
+        f'Experiment "{a["experiment"]}": control {control}, {len(arms)} arms, {total_units:,} installs'
+        + (f", p-values Holm-corrected across {len(arms) - 1} comparisons" if a["correction"] else "")
+    ]
+    srm_total = max(sum(srm["units"].values()), 1)
+    shares = ", ".join(
+        f"{arm} {n:,} ({n / srm_total:.1%}, expected {srm['expected_share'][arm]:.1%})"
+        for arm, n in srm["units"].items()
+    )
+    if srm["p_value"] is None:
+        lines.append(f"Sample ratio: {shares}; not enough data to test")
+    else:
+        state = "ALARM: sample ratio mismatch" if srm["alarm"] else "ok"
+        lines.append(f"Sample ratio: {shares}; chi2 {srm['chi2']:.2f}, p = {_p(srm['p_value'])}: {state}")
+
+    rows = []
+    for arm in arms:
+        cpo = arm["comparisons"].get("cpo")
+        rows.append(
+            [
+                arm["arm"],
+                _count(arm["units"]),
+                _count(arm["funnel"]["opportunities"]),
+                _estimate("cpo", arm["metrics"]["cpo"]),
+                _lift(cpo),
+                _p(cpo["p_adjusted"]) if cpo else "-",
+                arm["verdict"],
+            ]
+        )
+    p_header = "p (Holm)" if a["correction"] else "p"
+    lines += [
+        "",
+        format_table(
+            [
+                "arm",
+                "units",
+                "opportunities",
+                "CPO [95% CI]",
+                "lift vs control [95% CI]",
+                p_header,
+                "verdict",
+            ],
+            rows,
+            "lrrllrl",
+        ),
+    ]
+
+    factor_rows = []
+    for metric in METRICS:
+        for i, arm in enumerate(arms):
+            comparison = arm["comparisons"].get(metric)
+            log_lift = arm["log_lift"].get(metric)
+            factor_rows.append(
+                [
+                    METRIC_LABELS[metric] if i == 0 else "",
+                    arm["arm"],
+                    _estimate(metric, arm["metrics"][metric]),
+                    _lift(comparison),
+                    _p(comparison["p_adjusted"]) if comparison else "-",
+                    "-" if log_lift is None else f"{log_lift:+.3f}",
+                ]
+            )
+    lines += [
+        "",
+        "Each factor per arm, 95% intervals over installs (delta method); log lifts add up to CPO's",
+        format_table(
+            ["metric", "arm", "estimate [95% CI]", "lift vs control [95% CI]", p_header, "log lift"],
+            factor_rows,
+            "llllrr",
+        ),
+    ]
+
+    guard_rows = [
+        [
+            arm["arm"],
+            _ms(arm["latency_p50_ms"]),
+            _ms(arm["latency_p95_ms"]),
+            _estimate("error_rate", arm["error_rate"]),
+            "; ".join(arm["guardrail_breaches"]) or ("-" if arm["arm"] == control else "ok"),
+        ]
+        for arm in arms
+    ]
+    lines += [
+        "",
+        "Guardrails",
+        format_table(["arm", "p50 ms", "p95 ms", "error rate [95% CI]", "breaches"], guard_rows, "lrrll"),
+    ]
+    if a["warnings"]:
+        lines += ["", *(f"Warning: {w}" for w in a["warnings"])]
+    return "\n".join(lines)

@@ -1,0 +1,229 @@
+"""Simulated installs with a known true CPO per arm: for testing the analysis and for demo data.
+
+Each install draws its own activity (a gamma-Poisson number of opportunities) and its own acceptance
+propensity (a beta draw around the arm's acceptance rate), so events within an install are correlated
+as real keystrokes are; the funnel then follows binomial and Poisson draws whose expectations are the
+arm's factors.  The arm's true CPO is the product of its five factors (``ArmTruth.cpo``), and the
+ratio-of-means estimator converges to it.
+
+``simulate_units`` gives per-install counts (fast: thousands of simulated experiments per second);
+``units_to_frames`` expands them into event rows with consistent ids, for end-to-end tests of the
+event pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from telemetry.cpo import COUNT_COLUMNS
+from telemetry.frames import EventFrames
+
+
+@dataclass(frozen=True)
+class ArmTruth:
+    """The true factors of one simulated arm."""
+
+    attempt_rate: float = 0.6
+    feedback_rate: float = 0.7
+    acceptance_rate: float = 0.25
+    tokens_per_accept: float = 6.0
+    chars_per_token: float = 3.5
+    error_rate: float = 0.01  # responses with loss_reason "error" per attempt (must be < 1 - feedback_rate)
+    latency_ms: float = 150.0  # median total latency of returned suggestions
+
+    @property
+    def cpo(self) -> float:
+        return math.prod(
+            (
+                self.attempt_rate,
+                self.feedback_rate,
+                self.acceptance_rate,
+                self.tokens_per_accept,
+                self.chars_per_token,
+            )
+        )
+
+
+def simulate_units(
+    arms: Mapping[str, ArmTruth],
+    units: int | Mapping[str, int],
+    rng: np.random.Generator,
+    *,
+    opportunities_mean: float = 200.0,
+    activity_dispersion: float = 1.0,
+    acceptance_concentration: float = 20.0,
+) -> pd.DataFrame:
+    """Per-install funnel counts: columns ``arm``, ``install_id`` and ``telemetry.cpo.COUNT_COLUMNS``.
+
+    ``units`` is the number of installs per arm (one number for all, or per arm).
+    ``activity_dispersion`` is the squared coefficient of variation of an install's activity;
+    ``acceptance_concentration`` the beta concentration of its acceptance propensity (lower: more
+    spread between people).
+    """
+    tables: list[pd.DataFrame] = []
+    for arm, truth in arms.items():
+        n = units if isinstance(units, int) else units[arm]
+        activity = rng.gamma(1 / activity_dispersion, opportunities_mean * activity_dispersion, size=n)
+        opportunities = rng.poisson(activity)
+        attempts = rng.binomial(opportunities, truth.attempt_rate)
+        shown = rng.binomial(attempts, truth.feedback_rate)
+        error_share = (
+            min(1.0, truth.error_rate / (1 - truth.feedback_rate)) if truth.feedback_rate < 1 else 0.0
+        )
+        errors = rng.binomial(attempts - shown, error_share)
+        k = acceptance_concentration
+        propensity = rng.beta(truth.acceptance_rate * k, (1 - truth.acceptance_rate) * k, size=n)
+        accepted = rng.binomial(shown, propensity)
+        tokens = rng.poisson(accepted * truth.tokens_per_accept)
+        chars = rng.poisson(tokens * truth.chars_per_token)
+        tables.append(
+            pd.DataFrame(
+                {
+                    "arm": arm,
+                    "install_id": [f"sim-{arm}-{i:06d}" for i in range(n)],
+                    "opportunities": opportunities,
+                    "attempts": attempts,
+                    "shown": shown,
+                    "accepted": accepted,
+                    "accepted_chars": chars,
+                    "accepted_tokens": tokens,
+                    "responses": attempts,
+                    "errors": errors,
+                }
+            )
+        )
+    table = pd.concat(tables, ignore_index=True)
+    return table[["arm", "install_id", *COUNT_COLUMNS]]
+
+
+def simulate_latencies(
+    arms: Mapping[str, ArmTruth], counts: Mapping[str, int], rng: np.random.Generator, sigma: float = 0.5
+) -> dict[str, np.ndarray]:
+    """Log-normal total latencies (ms) of returned suggestions, ``counts[arm]`` per arm."""
+    return {
+        arm: rng.lognormal(math.log(truth.latency_ms), sigma, size=counts[arm]) for arm, truth in arms.items()
+    }
+
+
+def units_to_frames(
+    units: pd.DataFrame,
+    rng: np.random.Generator,
+    *,
+    experiment: str = "sim",
+    arms: Mapping[str, ArmTruth] | None = None,
+    language: str = "python",
+    model_id: str = "sim-model",
+    start_ts: float = 1_700_000_000.0,
+    span_s: float = 7 * 86400.0,
+) -> EventFrames:
+    """Events consistent with per-install counts, ids chained opportunity -> attempt -> response -> outcome.
+
+    Each install's accepted characters and tokens are split across its accepted completions; attempts
+    that show nothing end with "error" (``errors`` of them) or "deadline".  ``arms`` gives latencies.
+    """
+    rows: dict[str, dict[str, list[Any]]] = {
+        kind: {} for kind in ("opportunity", "attempt", "response", "shown", "outcome")
+    }
+
+    def add(kind: str, n: int, **columns: Any) -> None:
+        table = rows[kind]
+        for name, value in columns.items():
+            values = list(value) if isinstance(value, list | np.ndarray) else [value] * n
+            table.setdefault(name, []).extend(values)
+
+    for rec in units.itertuples(index=False):
+        arm, install = str(rec.arm), str(rec.install_id)
+        common = {
+            "install_id": install,
+            "session_id": f"{install}-s",
+            "experiment": experiment,
+            "arm": arm,
+            "model_id": model_id,
+            "language": language,
+        }
+        n_opp, n_att, n_shown, n_acc = (
+            int(rec.opportunities),
+            int(rec.attempts),
+            int(rec.shown),
+            int(rec.accepted),
+        )
+        n_err = int(rec.errors)
+
+        def ids(prefix: str, n: int, install: str = install) -> list[str]:
+            return [f"{install}-{prefix}{i}" for i in range(n)]
+
+        def times(n: int) -> np.ndarray:
+            return start_ts + rng.uniform(0, span_s, size=n)
+
+        opp_ids = ids("o", n_opp)
+        add(
+            "opportunity",
+            n_opp,
+            event_id=ids("eo", n_opp),
+            ts=times(n_opp),
+            opportunity_id=opp_ids,
+            document_hash="doc",
+            edit_kind="insert",
+            **common,
+        )
+        att_ids = ids("a", n_att)
+        add(
+            "attempt",
+            n_att,
+            event_id=ids("ea", n_att),
+            ts=times(n_att),
+            attempt_id=att_ids,
+            opportunity_id=opp_ids[:n_att],
+            source="model",
+            **common,
+        )
+        completion_ids = ids("c", n_shown)
+        loss = [None] * n_shown + ["error"] * n_err + ["deadline"] * (n_att - n_shown - n_err)
+        median = arms[arm].latency_ms if arms and arm in arms else 150.0
+        add(
+            "response",
+            n_att,
+            event_id=ids("er", n_att),
+            ts=times(n_att),
+            attempt_id=att_ids,
+            latency_total_ms=rng.lognormal(math.log(median), 0.5, size=n_att),
+            generated_tokens=8,
+            stop_reason="eol",
+            chars=20,
+            lines=1,
+            loss_reason=loss,
+            completion_id=completion_ids + [None] * (n_att - n_shown),
+            **common,
+        )
+        add(
+            "shown",
+            n_shown,
+            event_id=ids("es", n_shown),
+            ts=times(n_shown),
+            completion_id=completion_ids,
+            attempt_id=att_ids[:n_shown],
+            **common,
+        )
+        if n_acc:
+            chars = rng.multinomial(int(rec.accepted_chars), [1 / n_acc] * n_acc)
+            tokens = rng.multinomial(int(rec.accepted_tokens), [1 / n_acc] * n_acc)
+        else:
+            chars = tokens = np.zeros(0, dtype=int)
+        add(
+            "outcome",
+            n_shown,
+            event_id=ids("eu", n_shown),
+            ts=times(n_shown),
+            completion_id=completion_ids,
+            outcome=["partial"] * n_acc + ["rejected"] * (n_shown - n_acc),
+            accepted_chars=[*chars, *([0] * (n_shown - n_acc))],
+            accepted_tokens=[*tokens, *([0] * (n_shown - n_acc))],
+            **common,
+        )
+    return EventFrames.from_frames({kind: pd.DataFrame(columns) for kind, columns in rows.items()})

@@ -1,0 +1,68 @@
+"""Prompt assembly: token budget, stable layout for KV reuse, syntax context, FIM."""
+
+from server.backends.fake import fake_tokens
+from server.context.syntax import SyntaxTree
+from server.prompt import PromptInput, build_prompt
+from server.templates import QWEN
+
+
+def count(text: str) -> int:
+    return len(fake_tokens(text))
+
+
+SOURCE = (
+    "import os\nfrom typing import Any\n\n\nclass Store:\n    def __init__(self, root: str) -> None:\n        self.root = root\n\n"
+    + "".join(f"    def method_{i}(self, x: int) -> int:\n        return x + {i}\n\n" for i in range(60))
+    + "    def load(self, name: str) -> Any:\n        path = os.path.join(self.root, name)\n        "
+)
+
+
+def prompt_at(text: str, budget: int = 200, strategy: str = "syntax", fim=None):  # type: ignore[no-untyped-def]
+    tree = SyntaxTree("python", text.encode())
+    syntax = tree.context_at(len(text.encode()))
+    data = PromptInput(text, len(text), "store.py", "python", syntax)
+    return build_prompt(data, budget_tokens=budget, count_tokens=count, strategy=strategy, fim=fim)
+
+
+def test_prompt_fits_the_budget_and_ends_at_the_cursor() -> None:
+    p = prompt_at(SOURCE)
+    assert p.tokens <= 200
+    assert p.text.endswith("path = os.path.join(self.root, name)\n        ")
+    # The window starts after the imports and the class header, so they come from the syntax context.
+    assert "import os" in p.text and "class Store:" in p.text
+    assert "def load(self, name: str) -> Any:" in p.text
+    assert p.text.index("import os") < p.text.index("class Store:") < p.text.index("path = os.path.join")
+    assert "syntax" in p.parts and "path" in p.parts
+
+
+def test_prefix_strategy_has_no_syntax_context() -> None:
+    p = prompt_at(SOURCE, strategy="prefix")
+    assert "import os" not in p.text and "store.py" not in p.text
+    assert p.parts == ("prefix",)
+
+
+def test_consecutive_keystrokes_share_90_percent_of_tokens() -> None:
+    text = SOURCE
+    previous = None
+    for ch in "return self.cache[name]":
+        text += ch
+        p = prompt_at(text)
+        tokens = fake_tokens(p.text)
+        if previous is not None:
+            shared = 0
+            for a, b in zip(previous, tokens, strict=False):
+                if a != b:
+                    break
+                shared += 1
+            assert shared >= 0.9 * min(len(previous), len(tokens))
+        previous = tokens
+
+
+def test_fim_prompt_carries_the_suffix() -> None:
+    text = "def f(a):\n    return a\n\nprint(f(1))\n"
+    cursor = text.index("return a") + len("return ")
+    data = PromptInput(text, cursor, "f.py", "python", None)
+    p = build_prompt(data, budget_tokens=100, count_tokens=count, fim=QWEN)
+    assert p.text.startswith("<|fim_prefix|>") and p.text.endswith("<|fim_middle|>")
+    assert "<|fim_suffix|>a\n" in p.text
+    assert "suffix" in p.parts
