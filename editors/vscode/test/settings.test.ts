@@ -1,0 +1,168 @@
+/** Settings -> initializationOptions and command lines. */
+
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
+import {
+  dashboardCommand,
+  dashboardUrl,
+  expandPath,
+  needsRestart,
+  readSettings,
+  serveCommand,
+  toServerOptions,
+} from "../src/settings";
+
+/** A reader over a flat map of keys below `opportune.`, as VS Code's WorkspaceConfiguration.get is. */
+function reader(values: Record<string, unknown>): (key: string) => unknown {
+  return (key) => values[key];
+}
+
+/** The package.json defaults, as VS Code returns them when the user set nothing. */
+const packageDefaults: Record<string, unknown> = {
+  enabled: true,
+  serverPath: "opportune",
+  serverArgs: [],
+  configFile: "",
+  modelPath: "",
+  "model.threads": null,
+  "completion.contextTokens": null,
+  "completion.deadlineMs": null,
+  "completion.maxTokens": null,
+  "completion.debounceMs": null,
+  "completion.multiline": null,
+  "telemetry.enabled": null,
+  "telemetry.db": "",
+  "telemetry.storeText": null,
+  "telemetry.shownDelayMs": 150,
+  "dashboard.port": 8765,
+};
+
+describe("readSettings and toServerOptions", () => {
+  it("sends nothing but the client name when the user set nothing, so the server's defaults apply", () => {
+    const { settings, problems } = readSettings(reader(packageDefaults));
+    assert.deepEqual(problems, []);
+    assert.deepEqual(toServerOptions(settings, "vscode"), { clientName: "vscode" });
+    assert.deepEqual(toServerOptions(settings), {});
+    assert.equal(settings.enabled, true);
+    assert.equal(settings.telemetry.shownDelayMs, 150);
+  });
+
+  it("maps every server setting to its section, in the server's camelCase names", () => {
+    const { settings, problems } = readSettings(
+      reader({
+        ...packageDefaults,
+        modelPath: "/models/coder.gguf",
+        "model.threads": 2,
+        "completion.contextTokens": 1024,
+        "completion.deadlineMs": 300,
+        "completion.maxTokens": 48,
+        "completion.debounceMs": 0,
+        "completion.multiline": "auto",
+        "telemetry.enabled": false,
+        "telemetry.db": "/tmp/t.db",
+        "telemetry.storeText": true,
+      }),
+    );
+    assert.deepEqual(problems, []);
+    assert.deepEqual(toServerOptions(settings, "vscode"), {
+      clientName: "vscode",
+      completion: { deadlineMs: 300, maxTokens: 48, debounceMs: 0, contextTokens: 1024, multiline: "auto" },
+      model: { path: "/models/coder.gguf", threads: 2 },
+      telemetry: { enabled: false, db: "/tmp/t.db", storeText: true },
+    });
+  });
+
+  it("keeps a zero and a false, which are set values, and drops empty sections", () => {
+    const { settings } = readSettings(
+      reader({ ...packageDefaults, "completion.debounceMs": 0, "telemetry.storeText": false }),
+    );
+    assert.deepEqual(toServerOptions(settings, "c"), {
+      clientName: "c",
+      completion: { debounceMs: 0 },
+      telemetry: { storeText: false },
+    });
+  });
+
+  it("reports wrong values and falls back instead of sending them", () => {
+    const { settings, problems } = readSettings(
+      reader({
+        ...packageDefaults,
+        enabled: "yes",
+        serverArgs: ["--backend", 3],
+        "completion.deadlineMs": -5,
+        "completion.maxTokens": 2.5,
+        "completion.multiline": "sometimes",
+        "telemetry.storeText": "no",
+        "dashboard.port": 70_000,
+      }),
+    );
+    assert.equal(problems.length, 7, problems.join("\n"));
+    assert.ok(problems.some((p) => p.includes("opportune.completion.deadlineMs")));
+    assert.ok(problems.some((p) => p.includes("opportune.completion.multiline")));
+    assert.equal(settings.enabled, true);
+    assert.deepEqual(settings.serverArgs, []);
+    assert.equal(settings.dashboardPort, 8765);
+    assert.deepEqual(toServerOptions(settings, "vscode"), { clientName: "vscode" });
+  });
+
+  it("treats missing keys like the package defaults", () => {
+    const { settings, problems } = readSettings(reader({}));
+    assert.deepEqual(problems, []);
+    assert.equal(settings.serverPath, "opportune");
+    assert.equal(settings.dashboardPort, 8765);
+    assert.equal(settings.telemetry.shownDelayMs, 150);
+  });
+
+  it("expands ~ and ${workspaceFolder} in paths", () => {
+    const { settings } = readSettings(
+      reader({
+        ...packageDefaults,
+        serverPath: "~/venv/bin/opportune",
+        modelPath: "${workspaceFolder}/m.gguf",
+        "telemetry.db": "${userHome}/t.db",
+      }),
+      { home: "/home/u", workspaceFolder: "/ws" },
+    );
+    assert.equal(settings.serverPath, "/home/u/venv/bin/opportune");
+    assert.equal(settings.modelPath, "/ws/m.gguf");
+    assert.equal(settings.telemetry.db, "/home/u/t.db");
+    assert.equal(expandPath("~user/x", "/home/u", undefined), "~user/x");
+    assert.equal(expandPath("${workspaceFolder}/x", "/h", undefined), "${workspaceFolder}/x");
+  });
+});
+
+describe("command lines", () => {
+  it("runs serve with --config and then the user's arguments", () => {
+    const { settings } = readSettings(
+      reader({ ...packageDefaults, configFile: "/etc/opportune.toml", serverArgs: ["--backend", "fake"] }),
+    );
+    assert.deepEqual(serveCommand(settings), {
+      command: "opportune",
+      args: ["serve", "--config", "/etc/opportune.toml", "--backend", "fake"],
+    });
+  });
+
+  it("runs the dashboard on the configured port and store", () => {
+    const plain = readSettings(reader(packageDefaults)).settings;
+    assert.deepEqual(dashboardCommand(plain).args, ["dashboard", "--port", "8765"]);
+    const custom = readSettings(
+      reader({ ...packageDefaults, "dashboard.port": 9000, "telemetry.db": "/t.db" }),
+    ).settings;
+    assert.deepEqual(dashboardCommand(custom).args, ["dashboard", "--port", "9000", "--db", "/t.db"]);
+    assert.equal(dashboardUrl(custom), "http://127.0.0.1:9000/");
+  });
+
+  it("restarts only for settings that need a new process", () => {
+    const base = readSettings(reader(packageDefaults)).settings;
+    const tuned = readSettings(reader({ ...packageDefaults, "completion.maxTokens": 10 })).settings;
+    const otherArgs = readSettings(
+      reader({ ...packageDefaults, serverArgs: ["--backend", "fake"] }),
+    ).settings;
+    const otherPath = readSettings(reader({ ...packageDefaults, serverPath: "/x/opportune" })).settings;
+    const running = serveCommand(base);
+    assert.equal(needsRestart(running, tuned), false);
+    assert.equal(needsRestart(running, otherArgs), true);
+    assert.equal(needsRestart(running, otherPath), true);
+  });
+});
