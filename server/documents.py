@@ -85,6 +85,11 @@ class Document:
         self._line_starts = starts
 
     @property
+    def line_starts(self) -> list[int]:
+        """str offsets of line starts; a new list after every change, so a reference is a snapshot."""
+        return self._line_starts
+
+    @property
     def line_count(self) -> int:
         return len(self._line_starts)
 

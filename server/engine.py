@@ -31,7 +31,7 @@ from server.config import Settings
 from server.context.syntax import SyntaxContext, SyntaxTree, language_for
 from server.documents import MAX_PARSED_CHARS, Document, Position, TextEdit
 from server.postprocess import Shape, finish, should_trigger, stop_reached, word_boundary_prefix
-from server.prompt import Prompt, PromptInput, build_prompt
+from server.prompt import LineTokenCounter, Prompt, PromptInput, build_prompt
 from telemetry import events as ev
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class DocState:
     last_answer: tuple[int, int, Suggestion | None] | None = None  # (version, cursor, answer)
     active: ActiveSuggestion | None = None
     keystrokes: deque[float] = field(default_factory=lambda: deque(maxlen=12))
+    line_contexts: dict[int, SyntaxContext] = field(default_factory=dict)  # see Engine._prompt_input
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -158,6 +159,7 @@ class Engine:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opportune-model")
         self._answers: dict[str, tuple[str, ActiveSuggestion]] = {}  # completion id -> (uri, active)
         self._told_user = False
+        self._counter: LineTokenCounter | None = None
 
     # ---- model ---------------------------------------------------------------------------------
 
@@ -171,6 +173,7 @@ class Engine:
             if self._backend is None and self._backend_error is None:
                 try:
                     self._backend = self._backend_factory(self.settings)
+                    self._counter = LineTokenCounter(self._backend.count_tokens)
                 except BackendError as e:
                     self._backend_error = str(e)
                 except Exception as e:  # a backend must never take the server down
@@ -276,6 +279,9 @@ class Engine:
             elif state.tree is not None:
                 self._update_tree(state, edits[-1])
         doc.version = version
+        first_line = min(e.start_point[0] for e in edits)
+        if any(line >= first_line for line in state.line_contexts):
+            state.line_contexts = {k: v for k, v in state.line_contexts.items() if k < first_line}
         state.changed.set()
         state.changed = asyncio.Event()
         kind = self._classify(state, edits)
@@ -566,9 +572,7 @@ class Engine:
         self._cancel_live()
         self.live = generation_live
         loop = asyncio.get_running_loop()
-        data = PromptInput(
-            text=doc.text, cursor=cursor, path=self._display_path(uri), language=state.language, syntax=syntax
-        )
+        data = self._prompt_input(state, cursor, syntax)
         self._worker.submit(self._generate, generation_live, data, loop, settings)
         text = await self._wait_for_text(generation_live, state, version, before, shape, started)
         if generation_live.error:
@@ -608,21 +612,38 @@ class Engine:
     async def _wait_for_text(
         self, live: Live, state: DocState, version: int, before: str, shape: Shape, started: float
     ) -> str:
-        """Wait for the live generation until it is sufficient, the deadline passes or the user types on."""
+        """Wait for the live generation until it is sufficient, the deadline passes or the user types on.
+
+        Two deadlines: the hard one (``deadline_ms``) and a soft one just before the user's next keystroke is
+        due (from their recent rhythm).  At the soft one, a useful piece (up to a word boundary) is answered
+        rather than risk showing nothing; the generation goes on into the typeahead cache.
+        """
         loop = asyncio.get_running_loop()
-        deadline = started + self.settings.completion.deadline_ms / 1000
+        hard = started + self.settings.completion.deadline_ms / 1000
+        gap = self._typing_gap(state)
+        soft = min(hard, started + max(0.04, 0.8 * gap)) if gap else hard
         while True:
             remaining = live.remaining_after(before) or ""
             if live.done or stop_reached(remaining, shape):
                 return finish(remaining, shape)
-            left = deadline - time.perf_counter()
-            if left <= 0 or state.doc.version != version or live.cancel.is_set():
+            now = time.perf_counter()
+            if now >= hard or state.doc.version != version or live.cancel.is_set():
                 # Progressive answer: what is there, cut at a word boundary, if it is worth showing.
                 return finish(word_boundary_prefix(remaining), shape)
+            if now >= soft:
+                piece = finish(word_boundary_prefix(remaining), shape)
+                if piece:
+                    return piece
             fut: asyncio.Future[None] = loop.create_future()
             live.waiters.append(fut)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(fut, left)
+                await asyncio.wait_for(fut, (soft if now < soft else hard) - now)
+
+    @staticmethod
+    def _typing_gap(state: DocState) -> float | None:
+        """The user's current time between keystrokes (median of recent gaps within bursts), if known."""
+        gaps = [b - a for a, b in itertools.pairwise(state.keystrokes) if b - a < 1.0]
+        return statistics.median(gaps) if len(gaps) >= 3 else None
 
     def _answer(
         self,
@@ -715,6 +736,37 @@ class Engine:
             )
         )
 
+    def _prompt_input(self, state: DocState, cursor: int, syntax: SyntaxContext | None) -> PromptInput:
+        doc = state.doc
+        tree = state.tree
+        text = doc.text
+        context_at_line = None
+        if tree is not None and syntax is not None:
+            # Runs on the worker: only immutable snapshots here (the text, the line index list, the tree's
+            # own snapshot), never the live document.
+            line_starts = doc.line_starts
+            cursor_byte = doc.byte_offset(cursor)
+            # Kept per document until an edit above the line: half-typed code below it (an open bracket)
+            # can make tree-sitter's error recovery forget scopes it knew, and the prompt would flicker.
+            memo = state.line_contexts
+
+            def context_at_line(line: int) -> SyntaxContext:
+                found = memo.get(line)
+                if found is None:
+                    at = line_starts[min(line, len(line_starts) - 1)]
+                    start = len(text[:at].encode("utf-8", "surrogatepass"))
+                    found = memo[line] = tree.context_at(start, visible_range=(start, cursor_byte))
+                return found
+
+        return PromptInput(
+            text=text,
+            cursor=cursor,
+            path=self._display_path(doc.uri),
+            language=state.language,
+            syntax=syntax,
+            context_at_line=context_at_line,
+        )
+
     def _syntax(self, state: DocState, cursor: int) -> SyntaxContext | None:
         if state.tree is None:
             return None
@@ -738,13 +790,10 @@ class Engine:
             return float(settings.debounce_ms)
         # Mid-burst, the next key is likely to come before the model answers: wait about one interval, so a
         # keystroke cancels the request for free; after a pause, start at once.
-        times = list(state.keystrokes)
-        if len(times) < 4 or not self._model_latencies:
+        gap = self._typing_gap(state)
+        if gap is None or not self._model_latencies:
             return float(settings.debounce_ms)
-        gaps = [b - a for a, b in itertools.pairwise(times) if b - a < 2.0]
-        if not gaps:
-            return 0.0
-        gap_ms = statistics.median(gaps) * 1000
+        gap_ms = gap * 1000
         model_ms = statistics.median(self._model_latencies)
         return min(gap_ms * 1.1, 250.0) if model_ms > gap_ms else 0.0
 
@@ -777,7 +826,7 @@ class Engine:
             prompt = build_prompt(
                 data,
                 budget_tokens=c.context_tokens,
-                count_tokens=backend.count_tokens,
+                count_tokens=self._counter or backend.count_tokens,
                 strategy=c.prompt_strategy,
                 fim=backend.fim,
                 suffix_lines=c.suffix_lines,
@@ -836,7 +885,7 @@ class Engine:
         self._cancel_live()
         live = Live(uri=doc.uri, anchor=doc.text[:cursor], shape=shape)
         self.live = live
-        data = PromptInput(doc.text, cursor, self._display_path(doc.uri), state.language, syntax)
+        data = self._prompt_input(state, cursor, syntax)
         with contextlib.suppress(RuntimeError):
             self._worker.submit(self._generate, live, data, asyncio.get_running_loop(), self.settings)
 
@@ -845,9 +894,7 @@ class Engine:
         if self.live is not None and not self.live.done:
             return
         doc = state.doc
-        data = PromptInput(
-            doc.text, cursor, self._display_path(doc.uri), state.language, self._syntax(state, cursor)
-        )
+        data = self._prompt_input(state, cursor, self._syntax(state, cursor))
         token = threading.Event()
         # A prewarm is the lowest priority: any real request cancels it through the live slot.
         self._cancel_live()
@@ -866,7 +913,7 @@ class Engine:
                 prompt = build_prompt(
                     data,
                     budget_tokens=c.context_tokens,
-                    count_tokens=backend.count_tokens,
+                    count_tokens=self._counter or backend.count_tokens,
                     strategy=c.prompt_strategy,
                     fim=backend.fim,
                     suffix_lines=c.suffix_lines,

@@ -35,6 +35,10 @@ class PromptInput:
     language: str | None
     syntax: SyntaxContext | None = None
     neighbours: tuple[tuple[str, str], ...] = ()  # (path, snippet) from other open files
+    # The syntax context seen from a line (the window's first line): its enclosing scopes and the outline
+    # around it do not depend on the cursor, so the prompt prefix holding them stays the same while the
+    # user types, dedents or opens a new line.  None: use ``syntax`` (the cursor's).
+    context_at_line: Callable[[int], SyntaxContext] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,30 @@ class Prompt:
     window_start_line: int = 0
 
 
-def _window_start(lines_before: int, back_lines: int, step: int) -> int:
-    start = max(0, lines_before - back_lines)
-    return (start // step) * step
+class LineTokenCounter:
+    """Token counts with the model's tokenizer, line by line, remembered across keystrokes.
+
+    Tokenizing a whole 500-token prompt costs milliseconds on every keystroke, while almost every line of it
+    is the same as last time; counting lines separately (plus one token per newline) is within a few
+    tokens of the whole count and costs a dictionary look-up for unchanged lines.
+    """
+
+    def __init__(self, count: Callable[[str], int], max_lines: int = 20_000) -> None:
+        self._count = count
+        self._cache: dict[str, int] = {}
+        self._max = max_lines
+
+    def line(self, line: str) -> int:
+        n = self._cache.get(line)
+        if n is None:
+            if len(self._cache) >= self._max:
+                self._cache.clear()
+            n = self._cache[line] = self._count(line) if line else 0
+        return n
+
+    def __call__(self, text: str) -> int:
+        lines = text.split("\n")
+        return sum(self.line(line) for line in lines) + len(lines) - 1
 
 
 def build_prompt(
@@ -63,7 +88,6 @@ def build_prompt(
 ) -> Prompt:
     before = data.text[: data.cursor]
     after = data.text[data.cursor :]
-    lines_before = before.count("\n")
     comment = COMMENT_PREFIX.get(data.language or "", "#")
     parts: list[str] = []
     header = ""
@@ -80,30 +104,55 @@ def build_prompt(
         if suffix_text:
             parts.append("suffix")
 
-    # Window: start far enough back to fill the budget, on a step boundary; move forward by steps to fit.
+    # Window: as many whole lines before the cursor as fit; its first line sits on a multiple of step_lines
+    # so that it stays put while the user types.  Only the tail of a huge file is looked at.
     budget = max(16, budget_tokens - count_tokens(header) - count_tokens(suffix_text) - 8)
-    approx_lines = max(step_lines, budget // 8)  # code is ~8 tokens a line; refined by measuring below
-    start_line = _window_start(lines_before, approx_lines, step_lines)
-    line_starts = _line_starts(before)
+    line_cost = count_tokens.line if isinstance(count_tokens, LineTokenCounter) else count_tokens
+    base = before.rfind("\n", 0, max(0, len(before) - budget * 16)) + 1
+    base_line = before.count("\n", 0, base)
+    lines = before[base:].split("\n")
+    last = len(lines) - 1
+    room = budget - (budget * 2 // 5 if strategy == "syntax" else 0)
+    first = last
+    used = line_cost(lines[last])
+    while first > 0:
+        cost = line_cost(lines[first - 1]) + 1
+        if used + cost > room:
+            break
+        used += cost
+        first -= 1
+    # A step larger than a third of the window would throw away much of what fits; derived from the budget
+    # (about 12 tokens a line of code), not from this keystroke's window, so that it does not move.
+    step_lines = max(1, min(step_lines, budget // 36))
+    if first > 0 or base_line > 0:
+        grid = -(-(base_line + first) // step_lines) * step_lines
+        first = min(last, grid - base_line)
 
     def assemble(start: int) -> tuple[str, str, bool]:
-        window = before[line_starts[start] :]
+        window = "\n".join(lines[start:])
         ctx = (
-            _syntax_context(data.syntax, start, line_starts, before, budget * 2 // 5, count_tokens)
+            _syntax_context(
+                data.context_at_line(base_line + start) if data.context_at_line else data.syntax,
+                base_line + start,
+                window,
+                budget * 2 // 5,
+                count_tokens,
+            )
             if strategy == "syntax"
             else ""
         )
         return ctx, window, count_tokens(ctx + window) <= budget
 
-    stable_ctx, window, fits = assemble(start_line)
+    stable_ctx, window, fits = assemble(first)
     # Coarse steps keep the start put while typing; single lines only when a step would overshoot.
     for step in (step_lines, 1):
-        while not fits and start_line + step <= lines_before:
-            start_line += step
-            stable_ctx, window, fits = assemble(start_line)
-    if start_line >= lines_before and count_tokens(window) > budget:
+        while not fits and first + step <= last:
+            first += step
+            stable_ctx, window, fits = assemble(first)
+    if not fits and count_tokens(window) > budget:
         # One enormous line: keep its tail (the cursor end); KV reuse is lost but the answer is right.
         window = window[-budget * 3 :]
+    start_line = base_line + first
     if strategy == "syntax" and stable_ctx:
         parts.append("syntax")
     parts.append("prefix")
@@ -123,31 +172,21 @@ def build_prompt(
     )
 
 
-def _line_starts(text: str) -> list[int]:
-    starts = [0]
-    pos = text.find("\n")
-    while pos != -1:
-        starts.append(pos + 1)
-        pos = text.find("\n", pos + 1)
-    return starts
-
-
 def _syntax_context(
     syntax: SyntaxContext | None,
     start_line: int,
-    line_starts: list[int],
-    before: str,
+    shown: str,
     budget: int,
     count_tokens: Callable[[str], int],
 ) -> str:
-    """Enclosing signatures, imports and an outline that the window does not already show, within ``budget``.
+    """Enclosing signatures, imports and an outline that the window (``shown``) does not already show,
+    within ``budget``.
 
     Enclosing scopes matter most (they say where the cursor is), then imports (the names in use), then the
     outline of the file; whatever does not fit is left out, whole entries at a time.
     """
     if syntax is None or start_line == 0:
         return ""
-    shown = before[line_starts[start_line] :]
     scopes = [s for s in syntax.scopes if s.strip() and s not in shown]
     imports = [i for i in syntax.imports if i not in shown]
     outline = [s for s in syntax.sibling_signatures if s not in shown and s not in syntax.scopes]

@@ -70,11 +70,11 @@ class Session:
     arm: str = ""
     problems: list[str] = field(default_factory=list)
     metrics_server: Any = None
-    layers: tuple[Mapping[str, Any], ...] = ()  # opportune.toml, initializationOptions, command line
+    layers: tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]] = ({}, {}, {})  # toml, init options, CLI
 
     def resettle(self, client_settings: Mapping[str, Any]) -> tuple[Settings, list[str]]:
         """Settings after the client sent its complete current set (workspace/didChangeConfiguration)."""
-        toml, init, overrides = (list(self.layers) + [{}, {}, {}])[:3]
+        toml, init, overrides = self.layers
         settings, problems = resolve(toml, init, client_settings, overrides)
         armed, _, arm_problems = choose_arm(settings, self.engine.install_id)
         return armed, problems + arm_problems
@@ -104,7 +104,7 @@ def _layered(
     overrides: Mapping[str, Any] | None,
     config_path: Path | None,
     workspace: Path | None,
-) -> tuple[Settings, list[str], tuple[Mapping[str, Any], ...]]:
+) -> tuple[Settings, list[str], tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]]:
     problems: list[str] = []
     path = config_path or find_config(workspace)
     toml = load_toml(path, problems) if path is not None else {}

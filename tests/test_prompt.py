@@ -1,5 +1,7 @@
 """Prompt assembly: token budget, stable layout for KV reuse, syntax context, FIM."""
 
+import pytest
+
 from server.backends.fake import fake_tokens
 from server.context.syntax import SyntaxTree
 from server.prompt import PromptInput, build_prompt
@@ -66,3 +68,36 @@ def test_fim_prompt_carries_the_suffix() -> None:
     assert p.text.startswith("<|fim_prefix|>") and p.text.endswith("<|fim_middle|>")
     assert "<|fim_suffix|>a\n" in p.text
     assert "suffix" in p.parts
+
+
+@pytest.mark.e2e
+async def test_consecutive_keystrokes_share_the_real_tokenizers_prefix() -> None:
+    """Issue 5's layout test on the model's own tokenizer, through the engine's prompt input (which keeps
+    the window's syntax context stable), typing a line, a new line, a dedent and a half-typed signature."""
+    from server.backends.llama import LlamaBackend, common_prefix
+    from server.config import Settings
+    from server.engine import Engine
+    from server.models import default_model_path
+    from server.prompt import LineTokenCounter
+
+    backend = LlamaBackend(default_model_path(), n_ctx=1024, threads=1)
+    counter = LineTokenCounter(backend.count_tokens)
+    engine = Engine(lambda _s: backend, Settings())
+    uri = "file:///s/store.py"
+    engine.open(uri, SOURCE, "python", 1)
+    state = engine.docs[uri]
+    previous: list[int] | None = None
+    try:
+        for i, ch in enumerate(
+            "return self.cache[name]\n        x = 1\n    def other(self):\n        return 2"
+        ):
+            end = state.doc.position_at(len(state.doc.text))
+            engine.change(uri, i + 2, [(end, end, ch)])
+            cursor = len(state.doc.text)
+            data = engine._prompt_input(state, cursor, engine._syntax(state, cursor))
+            tokens = backend.tokenize(build_prompt(data, budget_tokens=400, count_tokens=counter).text)
+            if previous is not None:
+                assert common_prefix(previous, tokens) >= 0.9 * min(len(previous), len(tokens)), repr(ch)
+            previous = tokens
+    finally:
+        engine.shutdown()

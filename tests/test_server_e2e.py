@@ -72,10 +72,16 @@ async def test_initialize_advertises_inline_completion(tmp_path: Path) -> None:
 async def test_cancel_request_stops_the_model(tmp_path: Path) -> None:
     options = {
         "model": {"fakeLatencyMs": 50},
-        "completion": {"deadlineMs": 20000, "maxTokens": 200, "singleLineMaxTokens": 200, "prewarm": False},
+        "completion": {
+            "deadlineMs": 20000,
+            "maxTokens": 200,
+            "singleLineMaxTokens": 200,
+            "prewarm": False,
+            "contextTokens": 1500,
+        },
     }
     async with lsp_session(tmp_path / "t.db", "fake", options) as client:
-        line = "total = " + " + ".join(f"v{i}" for i in range(80)) + "\n"
+        line = "total = " + " + ".join(f"v{i}" for i in range(30)) + "\n"
         doc = TypedDocument(client, "file:///p/a.py", line * 3 + "tot")
         doc.type("a")
         before = set(client.protocol._request_futures)

@@ -92,6 +92,10 @@ async def replay(
 ) -> ReplayStats:
     """Type ``text[start:end]`` into a document holding the rest of ``text``; returns what happened."""
     typing = typing or TypingModel()
+    # People write new code on a line of its own: the span's final newline stays in the document, so the
+    # cursor never has the following code on its line.
+    if end > start and text[end - 1] == "\n":
+        end -= 1
     span = text[start:end]
     doc = Document(uri, text[:start] + text[end:])
     engine.open(uri, doc.text, language_id, 1)

@@ -1,0 +1,208 @@
+"""`opportune eval`: quality and offline CPO of configurations on real code, compared paired on the same tasks.
+
+    opportune eval --config A.toml --config B.toml [--corpus PATH ...] [--tasks N] [--quick]
+                   [--out DIR] [--seed S]
+
+A configuration is an opportune.toml fragment (``[completion] prompt_strategy = "prefix"``) applied over the
+defaults, named after its file; ``NAME=FILE`` names it, and ``builtin:WORDS`` uses a preset such as
+``builtin:prefix+ctx256`` (see ``server.eval.runner.preset_layer``).  ``--quick`` is the CI size: 12 tasks
+and about 150 typed characters per configuration, a few minutes on two cores with the embedded model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from server.backends.base import BackendError
+
+log = logging.getLogger(__name__)
+
+QUICK_TASKS = 12
+QUICK_TYPED_CHARS = 150
+QUICK_SPANS = 3
+DEFAULT_TASKS = 100
+DEFAULT_TYPED_CHARS = 1000
+DEFAULT_SPANS = 10
+SMALL_SAMPLE = 10  # units below which bootstrap intervals are not to be trusted
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        action="append",
+        required=True,
+        metavar="FILE|NAME=FILE|builtin:WORDS",
+        help="a configuration to evaluate (give two or more to compare; the first is the baseline)",
+    )
+    parser.add_argument(
+        "--corpus",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="a folder or file of code nobody here wrote (default: pinned PyPI and npm packages)",
+    )
+    parser.add_argument(
+        "--tasks", type=int, help=f"quality tasks (default {DEFAULT_TASKS}; --quick {QUICK_TASKS})"
+    )
+    parser.add_argument(
+        "--typing-chars",
+        type=int,
+        help=f"characters typed per configuration (default {DEFAULT_TYPED_CHARS}; --quick {QUICK_TYPED_CHARS}; 0: no typing)",
+    )
+    parser.add_argument(
+        "--spans", type=int, help=f"typing spans (default {DEFAULT_SPANS}; --quick {QUICK_SPANS})"
+    )
+    parser.add_argument("--keys-per-second", type=float, default=6.5, help="typing speed (default 6.5)")
+    parser.add_argument(
+        "--quick", action="store_true", help="the CI size: a few minutes for two configurations"
+    )
+    parser.add_argument("--out", type=Path, help="report folder (default ./opportune-eval-<time>)")
+    parser.add_argument("--seed", type=int, default=0, help="task and typing seed (default 0)")
+    parser.add_argument("--model", type=Path, help="a GGUF file for every configuration that names none")
+    parser.add_argument("--backend", choices=["llama", "fake"], help="fake is for testing the harness only")
+    parser.add_argument("--threads", type=int, help="CPU threads for the model")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help=argparse.SUPPRESS,  # <1 shrinks the typist's pauses: for tests of the harness, never for numbers
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    model: dict[str, Any] = {}
+    if args.model:
+        model["path"] = str(args.model)
+    if args.backend:
+        model["backend"] = args.backend
+    if args.threads:
+        model["threads"] = args.threads
+    return {"model": model} if model else {}
+
+
+def _machine() -> str:
+    return f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from server.eval.corpus import CorpusError, load_corpus
+    from server.eval.report import RunInfo, write_report
+    from server.eval.runner import QUALITY_DEADLINE_MS, ConfigError, evaluate, load_configuration
+    from server.eval.tasks import sample_spans, sample_tasks
+    from server.eval.typing import TypingModel
+
+    started = time.perf_counter()
+    started_at = datetime.now(UTC)
+    try:
+        configs = [load_configuration(spec) for spec in args.config]
+    except ConfigError as e:
+        print(f"opportune eval: {e}", file=sys.stderr)
+        return 2
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        print(
+            f"opportune eval: configuration names must differ (got {', '.join(names)}); use NAME=FILE",
+            file=sys.stderr,
+        )
+        return 2
+    n_tasks = args.tasks if args.tasks is not None else (QUICK_TASKS if args.quick else DEFAULT_TASKS)
+    typed = (
+        args.typing_chars
+        if args.typing_chars is not None
+        else (QUICK_TYPED_CHARS if args.quick else DEFAULT_TYPED_CHARS)
+    )
+    n_spans = args.spans if args.spans is not None else (QUICK_SPANS if args.quick else DEFAULT_SPANS)
+    try:
+        files, corpus = load_corpus(
+            args.corpus or (), warn=lambda m: print(f"opportune eval: {m}", file=sys.stderr)
+        )
+    except CorpusError as e:
+        print(f"opportune eval: {e}", file=sys.stderr)
+        return 2
+    tasks = sample_tasks(files, n_tasks, args.seed)
+    spans = sample_spans(files, typed, n_spans, args.seed) if typed > 0 else []
+    if not tasks and not spans:
+        print("opportune eval: the corpus gave no tasks", file=sys.stderr)
+        return 2
+    out: Path = args.out or Path(f"opportune-eval-{datetime.now():%Y%m%d-%H%M%S}")
+    out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"opportune eval: {len(files)} files, {len(tasks)} tasks, {len(spans)} typing spans "
+        f"({sum(len(s.text) for s in spans)} chars); {len(configs)} configurations -> {out}",
+        file=sys.stderr,
+    )
+    typing = TypingModel(keys_per_second=args.keys_per_second, seed=args.seed)
+    results = []
+    for config in configs:
+        try:
+            result = await evaluate(
+                config,
+                tasks,
+                spans,
+                out / "telemetry",
+                overrides=_overrides(args),
+                typing=typing,
+                time_scale=args.time_scale,
+                show_progress=not args.no_progress,
+            )
+        except BackendError as e:
+            print(f"opportune eval: {config.name}: {e}", file=sys.stderr)
+            return 2
+        print(f"opportune eval: {config.name} done in {result.seconds:.0f} s", file=sys.stderr)
+        results.append(result)
+    info = RunInfo(
+        command=shlex.join(["opportune", *sys.argv[1:]]),
+        corpus=corpus,
+        seed=args.seed,
+        tasks=len(tasks),
+        spans=len(spans),
+        typed_chars=sum(len(s.text) for s in spans),
+        keys_per_second=args.keys_per_second,
+        model=", ".join(sorted({r.model_id for r in results})),
+        machine=_machine(),
+        started=started_at.strftime("%Y-%m-%d %H:%M UTC"),
+        seconds=time.perf_counter() - started,
+        notes=[
+            f"Quality: one invoked request per task with a deadline of {QUALITY_DEADLINE_MS / 1000:g} s, so it "
+            "measures what the model and the prompt can do; speed is measured by the typing.",
+            "Context: the engine shows the model only the current file; other files of the project are not in "
+            "the prompt, so cross-file context is not measured.",
+            "Typing: real time on the real model (server.eval.typing.replay), events recorded by the engine and "
+            "read back with telemetry.cpo, the code of the online report.",
+            "Intervals: paired bootstrap over tasks (quality) and over typed spans (funnel ratios), percentile, "
+            f"seed {args.seed}.  With few tasks or spans they are wide: read them before the point estimates.",
+            "Tests of the corpus are not run with the completion inserted.",
+        ],
+    )
+    if len(tasks) < SMALL_SAMPLE or (spans and len(spans) < SMALL_SAMPLE):
+        info.notes.append(
+            f"Small sample ({len(tasks)} tasks, {len(spans)} spans): a percentile bootstrap over fewer than "
+            f"{SMALL_SAMPLE} units gives intervals that are too narrow; read these as descriptive, not as a verdict."
+        )
+    if args.time_scale != 1.0:
+        info.notes.append(
+            f"time scale {args.time_scale}: typing pauses were shortened; latency numbers are not real"
+        )
+    report = write_report(results, info, out)
+    print(f"opportune eval: report in {report}", file=sys.stderr)
+    print(report.read_text())
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    # llama.cpp and tqdm both talk on stderr; the report goes to stdout so it can be piped.
+    try:
+        return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        return 130

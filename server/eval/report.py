@@ -1,0 +1,335 @@
+"""The comparison report: a markdown table, PNG plots and the raw results, paired on the same tasks.
+
+The first configuration is the baseline; every other one is compared with it (B − A) with paired bootstrap
+intervals (``server.eval.stats``).  Files written to the output folder:
+
+- ``report.md``: the tables (quality overall and by task kind, the typing funnel and CPO, latency);
+- ``quality_by_kind.png``, ``cpo_funnel.png``, ``latency.png`` (matplotlib, Agg backend: no display);
+- ``results.json``: everything in the tables, machine-readable;
+- ``tasks.jsonl``: every task with the truth and each configuration's suggestion, for reading by eye.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.eval.metrics import LOWER_IS_BETTER, METRIC_NAMES
+from server.eval.runner import ConfigResult
+from server.eval.stats import Interval, format_interval, paired_mean_difference, paired_ratio_difference
+from server.eval.tasks import KINDS
+from telemetry.cpo import CPO_RATIO, FACTORS, Funnel
+
+FUNNEL_METRICS: dict[str, tuple[str, str]] = {**FACTORS, "cpo": CPO_RATIO}
+FUNNEL_LABELS = {
+    "attempt_rate": "attempt rate",
+    "feedback_rate": "feedback rate",
+    "acceptance_rate": "acceptance rate",
+    "tokens_per_accept": "tokens per accept",
+    "chars_per_token": "chars per token",
+    "cpo": "**CPO** (chars per opportunity)",
+}
+
+
+@dataclass
+class RunInfo:
+    """What the report says about how it was made."""
+
+    command: str
+    corpus: list[str]
+    seed: int
+    tasks: int
+    spans: int
+    typed_chars: int
+    keys_per_second: float
+    model: str
+    machine: str
+    started: str
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def metric_values(result: ConfigResult, metric: str, kind: str | None = None) -> list[float]:
+    return [getattr(t.scores, metric) for t in result.tasks if kind is None or t.kind == kind]
+
+
+def quality_differences(base: ConfigResult, other: ConfigResult, seed: int) -> dict[str, Interval]:
+    if [t.task_id for t in base.tasks] != [t.task_id for t in other.tasks]:
+        raise ValueError("configurations were run on different tasks; the comparison would not be paired")
+    return {
+        m: paired_mean_difference(metric_values(base, m), metric_values(other, m), seed=seed)
+        for m in METRIC_NAMES
+    }
+
+
+def funnel_column(spans: Sequence[Any], name: str) -> list[float]:
+    return [float(getattr(s.funnel, name)) for s in spans]
+
+
+def typing_differences(base: ConfigResult, other: ConfigResult, seed: int) -> dict[str, Interval]:
+    if [s.span_id for s in base.spans] != [s.span_id for s in other.spans]:
+        raise ValueError("configurations typed different spans; the comparison would not be paired")
+    out = {}
+    for metric, (num, den) in FUNNEL_METRICS.items():
+        out[metric] = paired_ratio_difference(
+            funnel_column(base.spans, num),
+            funnel_column(base.spans, den),
+            funnel_column(other.spans, num),
+            funnel_column(other.spans, den),
+            seed=seed,
+        )
+    return out
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _typing_funnel(result: ConfigResult) -> Funnel:
+    return result.typing.funnel if result.typing is not None else Funnel()
+
+
+def render_markdown(results: Sequence[ConfigResult], info: RunInfo) -> str:
+    base = results[0]
+    others = results[1:]
+    names = [r.config.name for r in results]
+    diff_headers = [f"{r.config.name} − {base.config.name} [95% CI]" for r in others]
+    out: list[str] = ["# Opportune offline evaluation", ""]
+    out += [
+        f"- command: `{info.command}`",
+        f"- corpus: {', '.join(info.corpus)}",
+        f"- model: {info.model}; machine: {info.machine}; started {info.started}; took {info.seconds / 60:.1f} min",
+        f"- seed {info.seed}: {info.tasks} quality tasks; typing: {info.spans} spans, {info.typed_chars} characters"
+        f" at {info.keys_per_second:g} keys/s, in real time on the model",
+        "",
+        "## Configurations",
+        "",
+    ]
+    rows = []
+    for r in results:
+        diff = r.config.differences()
+        shown = ", ".join(f"`{k} = {v!r}`" for k, v in sorted(diff.items()) if not k.startswith("telemetry."))
+        rows.append([r.config.name, f"`{r.config.source}`", shown or "defaults"])
+    out += _table(["name", "from", "settings that differ from the defaults"], rows)
+
+    if base.tasks:
+        out += ["", f"## Quality ({len(base.tasks)} tasks, paired)", ""]
+        qdiffs = [quality_differences(base, r, info.seed) for r in others]
+        rows = []
+        for m in METRIC_NAMES:
+            arrow = "↓" if m in LOWER_IS_BETTER else "↑"
+            row = [f"{m.replace('_', ' ')} {arrow}"]
+            row += [_fmt(_mean(metric_values(r, m))) for r in results]
+            row += [format_interval(d[m]) for d in qdiffs]
+            rows.append(row)
+        latency = ["latency to full answer p50 (ms)"]
+        latency += [_fmt(_percentile([t.latency_ms for t in r.tasks], 50), 0) for r in results]
+        rows.append(latency + ["" for _ in others])
+        out += _table(["metric", *names, *diff_headers], rows)
+
+        out += ["", "### By task kind (edit similarity / exact match)", ""]
+        rows = []
+        for kind in KINDS:
+            n = sum(1 for t in base.tasks if t.kind == kind)
+            if not n:
+                continue
+            row = [kind.replace("_", " "), str(n)]
+            for r in results:
+                es = _mean(metric_values(r, "edit_similarity", kind))
+                em = _mean(metric_values(r, "exact_match", kind))
+                row.append(f"{_fmt(es, 2)} / {_fmt(em, 2)}")
+            rows.append(row)
+        out += _table(["kind", "n", *names], rows)
+
+    if any(r.spans for r in results):
+        out += ["", f"## Typing simulation ({len(base.spans)} spans, paired by span)", ""]
+        tdiffs = [typing_differences(base, r, info.seed) if r.spans else {} for r in others]
+        rows = []
+        for count in ("opportunities", "attempts", "shown", "accepted", "accepted_chars", "accepted_tokens"):
+            row = [count.replace("_", " ")] + [str(getattr(_typing_funnel(r), count)) for r in results]
+            rows.append(row + ["" for _ in others])
+        for metric, label in FUNNEL_LABELS.items():
+            row = [label] + [_fmt(getattr(_typing_funnel(r), metric)) for r in results]
+            row += [format_interval(d[metric]) if metric in d else "n/a" for d in tdiffs]
+            rows.append(row)
+        for q in (50, 95):
+            row = [f"latency to ghost text p{q} (ms)"]
+            row += [_fmt(_percentile(r.typing_latencies_ms, q), 0) for r in results]
+            rows.append(row + ["" for _ in others])
+        out += _table(["", *names, *diff_headers], rows)
+        losses = []
+        for r in results:
+            if r.typing is not None and r.typing.loss_reasons:
+                reasons = ", ".join(f"{k} {v}" for k, v in r.typing.loss_reasons.items())
+                losses.append(f"- {r.config.name}: attempts without a suggestion: {reasons}")
+        if losses:
+            out += ["", *losses]
+
+    out += ["", "## Plots", ""]
+    out += ["![quality by task kind](quality_by_kind.png)", "", "![CPO funnel](cpo_funnel.png)", ""]
+    out += ["![latency](latency.png)", ""]
+    out += ["## Notes", ""]
+    out += [f"- {note}" for note in info.notes]
+    for r in results:
+        out += [f"- {r.config.name}: {p}" for p in r.problems]
+    return "\n".join(out) + "\n"
+
+
+def write_plots(results: Sequence[ConfigResult], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: CI and servers
+    import matplotlib.pyplot as plt
+
+    names = [r.config.name for r in results]
+    written: list[Path] = []
+    width = 0.8 / max(1, len(results))
+
+    # Quality by task kind.
+    kinds = [k for k in KINDS if any(t.kind == k for t in results[0].tasks)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, metric in zip(axes, ("edit_similarity", "exact_match"), strict=True):
+        x = np.arange(len(kinds))
+        for i, r in enumerate(results):
+            values = [_mean(metric_values(r, metric, k)) or 0.0 for k in kinds]
+            ax.bar(x + i * width - 0.4 + width / 2, values, width, label=r.config.name)
+        ax.set_xticks(x, [k.replace("_", " ") for k in kinds], fontsize="small")
+        ax.set_ylim(0, 1)
+        ax.set_title(metric.replace("_", " "))
+    axes[0].legend(fontsize="small")
+    fig.suptitle("Quality by task kind (same tasks for every configuration)")
+    path = out / "quality_by_kind.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    # The CPO funnel, side by side: each stage per opportunity, and CPO itself.
+    stages = ("attempts", "shown", "accepted")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    x = np.arange(len(stages))
+    for i, r in enumerate(results):
+        f = _typing_funnel(r)
+        per_opp = [getattr(f, s) / f.opportunities if f.opportunities else 0.0 for s in stages]
+        left.bar(x + i * width - 0.4 + width / 2, per_opp, width, label=r.config.name)
+    left.set_xticks(x, [f"{s} / opportunity" for s in stages])
+    left.set_title("Funnel (typing simulation)")
+    left.legend(fontsize="small")
+    cpo = [_typing_funnel(r).cpo or 0.0 for r in results]
+    right.bar(names, cpo, color=[f"C{i}" for i in range(len(results))])
+    right.set_title("CPO: accepted characters per opportunity")
+    for i, v in enumerate(cpo):
+        right.annotate(f"{v:.2f}", (i, v), ha="center", va="bottom")
+    path = out / "cpo_funnel.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    # Latency: time to ghost text while typing, and time to a full answer in the quality phase.
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for i, r in enumerate(results):
+        lat = np.sort(np.asarray(r.typing_latencies_ms, dtype=float))
+        if lat.size:
+            left.step(
+                lat, np.arange(1, lat.size + 1) / lat.size, where="post", label=r.config.name, color=f"C{i}"
+            )
+    left.set_xlabel("ms")
+    left.set_ylabel("share of suggestions shown")
+    left.set_title("Time to ghost text while typing (ECDF)")
+    if any(r.typing_latencies_ms for r in results):
+        left.legend(fontsize="small")
+    data = [[t.latency_ms for t in r.tasks] or [0.0] for r in results]
+    right.boxplot(data, tick_labels=names)
+    right.set_ylabel("ms")
+    right.set_title("Time to a full answer (quality tasks)")
+    path = out / "latency.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def _interval_dict(i: Interval) -> dict[str, Any]:
+    return asdict(i)
+
+
+def results_json(results: Sequence[ConfigResult], info: RunInfo) -> dict[str, Any]:
+    base = results[0]
+    configs = []
+    for r in results:
+        configs.append(
+            {
+                "name": r.config.name,
+                "source": r.config.source,
+                "settings": r.config.differences(),
+                "model_id": r.model_id,
+                "seconds": r.seconds,
+                "store": str(r.store) if r.store else None,
+                "quality": {m: _mean(metric_values(r, m)) for m in METRIC_NAMES},
+                "quality_by_kind": {
+                    k: {m: _mean(metric_values(r, m, k)) for m in METRIC_NAMES}
+                    for k in KINDS
+                    if any(t.kind == k for t in r.tasks)
+                },
+                "typing": r.typing.to_dict() if r.typing is not None else None,
+                "typing_spans": [
+                    {"span": s.span_id, "chars": s.chars, "unit": s.unit, **asdict(s.funnel)} for s in r.spans
+                ],
+                "typing_latency_ms": {
+                    "p50": _percentile(r.typing_latencies_ms, 50),
+                    "p95": _percentile(r.typing_latencies_ms, 95),
+                },
+                "problems": r.problems,
+            }
+        )
+    comparisons = []
+    for r in results[1:]:
+        entry: dict[str, Any] = {"a": base.config.name, "b": r.config.name}
+        if base.tasks:
+            entry["quality"] = {
+                m: _interval_dict(i) for m, i in quality_differences(base, r, info.seed).items()
+            }
+        if base.spans and r.spans:
+            entry["typing"] = {
+                m: _interval_dict(i) for m, i in typing_differences(base, r, info.seed).items()
+            }
+        comparisons.append(entry)
+    return {"run": asdict(info), "configurations": configs, "comparisons": comparisons}
+
+
+def write_report(results: Sequence[ConfigResult], info: RunInfo, out: Path) -> Path:
+    """Write every file of the report into ``out``; returns the path of report.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_plots(results, out)
+    (out / "results.json").write_text(json.dumps(results_json(results, info), indent=2, default=str) + "\n")
+    with (out / "tasks.jsonl").open("w") as f:
+        for i, task in enumerate(results[0].tasks):
+            row: dict[str, Any] = {"task": task.task_id, "kind": task.kind, "truth": task.truth}
+            for r in results:
+                t = r.tasks[i]
+                row[r.config.name] = {"suggestion": t.prediction, **t.scores.as_dict()}
+            f.write(json.dumps(row) + "\n")
+    path = out / "report.md"
+    path.write_text(render_markdown(results, info))
+    return path
