@@ -731,6 +731,7 @@ class Engine:
                 completion_id=suggestion.completion_id if suggestion else None,
                 completion_tokens=self._count_tokens(text) if text else 0,
                 completion_text=text or None,
+                prompt_text=live.prompt.text if live and live.prompt else None,
                 prompt_tokens=live.prompt.tokens if live and live.prompt else 0,
                 reused_tokens=result.reused_tokens if result else 0,
             )

@@ -106,6 +106,7 @@ class Response(Event):
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens found in the KV cache, not evaluated again
     completion_text: str | None = None  # only with store_text
+    prompt_text: str | None = None  # only with store_text
 
 
 @dataclass(frozen=True)

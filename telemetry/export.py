@@ -32,7 +32,7 @@ every column, null where the kind lacks it):
                  loss_reason string|null (deadline|cancelled|superseded|empty|error|skipped; null: a
                  suggestion was returned), stages_ms string (JSON object stage -> ms),
                  completion_id string|null, completion_tokens int64, prompt_tokens int64,
-                 reused_tokens int64, completion_text string|null
+                 reused_tokens int64, completion_text string|null, prompt_text string|null
     shown        completion_id string, attempt_id string, inferred bool
     outcome      completion_id string, outcome string (accepted|partial|rejected), accepted_chars int64,
                  accepted_tokens int64, reason string, inferred bool

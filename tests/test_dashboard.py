@@ -27,9 +27,9 @@ import pytest
 
 from telemetry.cpo import funnel_counts
 from telemetry.dashboard import app as dashboard_app
-from telemetry.dashboard.app import DashboardServer
 from telemetry.dashboard.data import Choices, Query, QueryError, parse_query
 from telemetry.dashboard.page import fmt_metric
+from telemetry.dashboard.web import DashboardServer
 from telemetry.experiments import analyse
 from telemetry.frames import EventFrames
 from telemetry.simulate import ArmTruth, simulate_units, units_to_frames
@@ -51,12 +51,12 @@ START_TS = 1_700_000_000.0  # 2023-11-14 22:13 UTC
 SPAN_S = 5 * 86400.0
 
 
-def simulated_frames(arms: dict[str, ArmTruth] = ARMS, seed: int = 0) -> EventFrames:
-    """Installs of every population in ``arms``, their events spread over five days."""
+def simulated_frames(arms: dict[str, ArmTruth] = ARMS, seed: int = 0, activity: float = 40) -> EventFrames:
+    """Installs of every population in ``arms``, ``activity`` opportunities each on average, over five days."""
     rng = np.random.default_rng(seed)
     parts = []
     for language, installs, model in POPULATIONS:
-        units = simulate_units(arms, installs, rng, opportunities_mean=40)
+        units = simulate_units(arms, installs, rng, opportunities_mean=activity)
         units["install_id"] = units["install_id"] + f"-{language}"
         parts.append(
             units_to_frames(
@@ -306,10 +306,12 @@ def test_same_store_twice_is_not_counted_twice(store: Path, server: DashboardSer
 
 
 def test_page_follows_new_events(tmp_path: Path) -> None:
-    db = write_store(tmp_path / "live.db", simulated_frames({"control": ARMS["control"]}, seed=3))
+    db = write_store(
+        tmp_path / "live.db", simulated_frames({"control": ARMS["control"]}, seed=3, activity=12)
+    )
     with DashboardServer([db], port=0).start() as running:
         _, first, _ = get(running.url)
-        write_store(db, simulated_frames(ARMS, seed=4))  # a second arm arrives
+        write_store(db, simulated_frames(ARMS, seed=4, activity=12))  # a second arm arrives
         _, second, _ = get(running.url)
     assert 'data-arm="fast-context"' not in first and "Only one arm (control)" in first
     assert 'data-arm="fast-context"' in second and "Only one arm" not in second
@@ -329,7 +331,7 @@ def test_empty_store_says_so(tmp_path: Path) -> None:
 
 
 def test_one_arm_store_shows_its_charts_and_says_there_is_nothing_to_compare(tmp_path: Path) -> None:
-    db = write_store(tmp_path / "one.db", simulated_frames({"control": ARMS["control"]}, seed=1))
+    db = write_store(tmp_path / "one.db", simulated_frames({"control": ARMS["control"]}, seed=1, activity=12))
     with DashboardServer([db], port=0).start() as running:
         status, body, _ = get(running.url)
     assert status == 200
@@ -380,8 +382,10 @@ def test_export_is_one_self_contained_file(
     html = target.read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>")
     assert count(r'<svg[^>]*class="chart"', html) >= 11
-    # Nothing to fetch: no script, no external stylesheet, image or font; styles inline.
-    assert not re.search(r"<script|<link[^>]*stylesheet|src=|url\(|@import", html)
+    # Nothing to fetch: no script, no external stylesheet, image or font; styles inline; url() only
+    # for references inside the document (clip paths).
+    assert not re.search(r"<script|<link[^>]*stylesheet|src=|url\((?!#)|@import|https?://", html)
+    assert "url(#" in html
     assert "<style>" in html and "<form" not in html
     assert "filters: language python" in html and "budget 250 ms" in html
     assert capsys.readouterr().out.strip() == f"wrote {target}"
@@ -415,7 +419,7 @@ def test_export_errors_are_one_line(
 
 
 def test_export_of_one_arm_works_and_notes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = write_store(tmp_path / "one.db", simulated_frames({"control": ARMS["control"]}, seed=2))
+    db = write_store(tmp_path / "one.db", simulated_frames({"control": ARMS["control"]}, seed=2, activity=12))
     assert run_cli("--db", str(db), "--export", str(tmp_path / "r.html")) == 0
     assert "note: Only one arm (control)" in capsys.readouterr().err
 
@@ -488,3 +492,46 @@ def test_cli_reports_a_busy_port_in_one_line(tmp_path: Path, capsys: pytest.Capt
         assert run_cli("--db", str(tmp_path / "x.db"), "--port", str(port)) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
+
+
+# --- shapes of data the page must cope with ------------------------------------------------------------
+
+
+def test_three_arms_get_a_colour_and_a_lift_chart_each() -> None:
+    from telemetry.dashboard.data import build_view
+    from telemetry.dashboard.page import render_page
+
+    arms = {**ARMS, "multiline": ArmTruth(tokens_per_accept=9.0, latency_ms=260.0)}
+    view = build_view(simulated_frames(arms, seed=5, activity=20), Query())
+    assert [a.name for a in view.arms] == ["control", "fast-context", "multiline"]
+    assert len({a.colour for a in view.arms}) == 3
+    assert view.analysis is not None and view.analysis.correction == "holm"
+    body = render_page(view)
+    assert 'id="chart-lift-0"' in body and 'id="chart-lift-1"' in body
+    assert "(Holm-corrected)" in body
+    for arm in view.arms:  # the same colour for an arm in every chart
+        tags = re.findall(rf'<(?:rect|circle)[^>]*data-arm="{re.escape(arm.name)}"[^>]*>', body)
+        assert len(tags) >= 4, arm.name  # funnel bars, language bars...
+        assert {re.search(r'fill="([^"]+)"', t).group(1) for t in tags} == {arm.colour}  # type: ignore[union-attr]
+
+
+def test_events_without_an_experiment_show_every_arm_without_a_verdict() -> None:
+    from telemetry.dashboard.data import build_view
+    from telemetry.dashboard.page import render_page
+
+    rng = np.random.default_rng(6)
+    units = simulate_units({"": ArmTruth()}, 12, rng, opportunities_mean=30)
+    frames = units_to_frames(units, rng, experiment="", arms={"": ArmTruth()})
+    view = build_view(frames, Query())
+    assert view.analysis is None and [a.label for a in view.arms] == ["(no arm)"]
+    body = render_page(view)
+    assert "These events belong to no experiment" in body
+    assert 'id="verdict"' not in body and 'id="chart-funnel"' in body and 'id="factor-cpo"' in body
+    cpo = funnel_counts(frames).iloc[0]
+    assert fmt_metric("cpo", cpo["accepted_chars"] / cpo["opportunities"], unit=False) in body
+
+
+def test_filters_that_match_nothing_say_so(server: DashboardServer) -> None:
+    status, body, _ = get(server.url + "?from=2023-11-16&to=2023-11-16&model=qwen-coder-0.5b&language=python")
+    assert status == 200
+    assert "No opportunities match these filters" in body and "<svg" not in body
