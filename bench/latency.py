@@ -222,12 +222,17 @@ async def type_span_lsp(
         types.DidOpenTextDocumentParams(types.TextDocumentItem(uri, "python", 1, doc))
     )
     # Moving the cursor there (a request with no edit) lets the server warm up, as in an editor.
-    await client.text_document_inline_completion_async(
-        types.InlineCompletionParams(
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
-            text_document=types.TextDocumentIdentifier(uri),
-            position=lsp_position(doc, start),
-        )
+    await asyncio.wait_for(
+        client.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                context=types.InlineCompletionContext(
+                    trigger_kind=types.InlineCompletionTriggerKind.Automatic
+                ),
+                text_document=types.TextDocumentIdentifier(uri),
+                position=lsp_position(doc, start),
+            )
+        ),
+        30,
     )
     await asyncio.sleep(typing.pause_s)
     span = text[start:end]
