@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # pygls logs every message at INFO: too much for an editor's log.
-    logging.getLogger("pygls").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # pygls logs every message at INFO, and a routine race (a cancel after the answer) as a warning.
+    logging.getLogger("pygls").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -63,6 +63,7 @@ class Live:
     result: Generation | None = None
     error: str | None = None
     prompt: Prompt | None = None
+    context_ms: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
@@ -102,8 +103,13 @@ class ActiveSuggestion:
 class PendingOpportunity:
     opportunity_id: str
     version: int
-    cursor: int
+    cursor: int  # where the edit left the cursor, as far as the server can tell (the end of the insertion)
     attempted: bool = False
+    edit_start: int = -1  # the edit's start: an auto-closing editor leaves the cursor inside "()"
+
+    def covers(self, version: int, cursor: int) -> bool:
+        start = self.edit_start if self.edit_start >= 0 else self.cursor
+        return self.version == version and start <= cursor <= self.cursor and not self.attempted
 
 
 @dataclass
@@ -289,7 +295,7 @@ class Engine:
         common = self._common(state.language)
         if kind in ("insert", "delete", "replace", "newline"):
             state.keystrokes.append(now)
-            opp = PendingOpportunity(ev.new_id(), version, edits[-1].new_end)
+            opp = PendingOpportunity(ev.new_id(), version, edits[-1].new_end, edit_start=edits[-1].start)
             state.opportunity = opp
             self._emit(ev.Opportunity(common, opp.opportunity_id, state.hash, kind))  # type: ignore[arg-type]
         else:
@@ -501,7 +507,7 @@ class Engine:
             return state.last_answer[2]  # the client asked again for the same keystroke
         opp = state.opportunity
         common = self._common(state.language)
-        if opp is None or opp.version != version or opp.cursor != cursor or opp.attempted:
+        if opp is None or not opp.covers(version, cursor):
             continuation = self._continuation(state, cursor)
             if continuation is not None and not invoked:
                 return continuation
@@ -710,7 +716,7 @@ class Engine:
     ) -> None:
         result = live.result if live else None
         if live and live.prompt is not None:
-            stages.setdefault("context", getattr(live, "context_ms", 0.0))
+            stages.setdefault("context", live.context_ms)
         if result is not None:
             stages.setdefault("prefill", result.prefill_ms)
             if result.first_token_ms is not None:
@@ -824,17 +830,9 @@ class Engine:
                 return
             t0 = time.perf_counter()
             c = self.settings.completion
-            prompt = build_prompt(
-                data,
-                budget_tokens=c.context_tokens,
-                count_tokens=self._counter or backend.count_tokens,
-                strategy=c.prompt_strategy,
-                fim=backend.fim,
-                suffix_lines=c.suffix_lines,
-                step_lines=c.window_step_lines,
-            )
+            prompt = self._build_prompt(backend, data)
             live.prompt = prompt
-            live.context_ms = (time.perf_counter() - t0) * 1000  # type: ignore[attr-defined]
+            live.context_ms = (time.perf_counter() - t0) * 1000
             shape = live.shape
             max_tokens = c.max_tokens if shape.multiline else c.single_line_max_tokens
 
@@ -874,6 +872,18 @@ class Engine:
             with contextlib.suppress(RuntimeError):  # the loop may be closed at shutdown
                 loop.call_soon_threadsafe(live.notify)
 
+    def _build_prompt(self, backend: Backend, data: PromptInput) -> Prompt:
+        c = self.settings.completion
+        return build_prompt(
+            data,
+            budget_tokens=c.context_tokens,
+            count_tokens=self._counter or backend.count_tokens,
+            strategy=c.prompt_strategy,
+            fim=backend.fim,
+            suffix_lines=c.suffix_lines,
+            step_lines=c.window_step_lines,
+        )
+
     def _speculate(self, state: DocState, cursor: int) -> None:
         """After an accept, start the next suggestion before the user asks for it."""
         doc = state.doc
@@ -910,17 +920,7 @@ class Engine:
                 backend = self.backend()
                 if backend is None:
                     return
-                c = self.settings.completion
-                prompt = build_prompt(
-                    data,
-                    budget_tokens=c.context_tokens,
-                    count_tokens=self._counter or backend.count_tokens,
-                    strategy=c.prompt_strategy,
-                    fim=backend.fim,
-                    suffix_lines=c.suffix_lines,
-                    step_lines=c.window_step_lines,
-                )
-                backend.prewarm(prompt.text, token.is_set)
+                backend.prewarm(self._build_prompt(backend, data).text, token.is_set)
             except Cancelled:
                 pass
             except Exception:

@@ -251,3 +251,19 @@ async def test_after_a_partial_accept_the_rest_is_offered_under_the_same_id() ->
     engine.did_accept(rest.completion_id)
     assert kinds(events, ev.Outcome)[-1].accepted_chars == len("math.pi * r ** 2")
     engine.shutdown()
+
+
+async def test_auto_closed_brackets_still_make_an_opportunity() -> None:
+    backend = FakeBackend(continuation=lambda _p: "radius)\n")
+    engine, events = make(backend)
+    t = Typist(engine)
+    t.type("return area_of(")
+    # The editor inserts the closing bracket with the opening one and leaves the cursor between them.
+    end = t.doc.position_at(len(t.doc.text))
+    t.doc.apply(end, end, "()")
+    engine.change(URI, 9, [(end, end, "()")])
+    inside = t.doc.position_at(len(t.doc.text) - 1)
+    suggestion = await engine.complete(URI, inside)
+    assert suggestion is not None and suggestion.text == "radius"  # the ")" after the cursor is not repeated
+    assert len(kinds(events, ev.Attempt)) == 1
+    engine.shutdown()
