@@ -30,13 +30,16 @@ from server.backends.base import Backend, BackendError, Cancelled, Generation, G
 from server.config import Settings
 from server.context.syntax import SyntaxContext, SyntaxTree, language_for
 from server.documents import MAX_PARSED_CHARS, Document, Position, TextEdit
-from server.postprocess import Shape, finish, should_trigger, stop_reached, word_boundary_prefix
+from server.postprocess import Shape, finish, should_trigger, stop_reached
 from server.prompt import LineTokenCounter, Prompt, PromptInput, build_prompt
 from telemetry import events as ev
 
 log = logging.getLogger(__name__)
 
 TYPING_MAX_CHARS = 40  # a single-line insertion longer than this is a paste, not typing
+# Answer with what is ready this far into the user's usual gap between keys: a short suggestion on screen
+# beats a long one that arrives after the next key (the rest follows from the typeahead cache).
+SOFT_DEADLINE_SHARE = 0.4
 Recorder = Callable[[ev.Event], None]
 
 
@@ -627,17 +630,17 @@ class Engine:
         loop = asyncio.get_running_loop()
         hard = started + self.settings.completion.deadline_ms / 1000
         gap = self._typing_gap(state)
-        soft = min(hard, started + max(0.04, 0.8 * gap)) if gap else hard
+        soft = min(hard, started + max(0.04, SOFT_DEADLINE_SHARE * gap)) if gap else hard
         while True:
             remaining = live.remaining_after(before) or ""
             if live.done or stop_reached(remaining, shape):
                 return finish(remaining, shape)
             now = time.perf_counter()
             if now >= hard or state.doc.version != version or live.cancel.is_set():
-                # Progressive answer: what is there, cut at a word boundary, if it is worth showing.
-                return finish(word_boundary_prefix(remaining), shape)
+                # Progressive answer: what is there (it ends at a token boundary), if it is worth showing.
+                return finish(remaining, shape)
             if now >= soft:
-                piece = finish(word_boundary_prefix(remaining), shape)
+                piece = finish(remaining, shape)
                 if piece:
                     return piece
             fut: asyncio.Future[None] = loop.create_future()

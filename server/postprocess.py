@@ -152,17 +152,3 @@ def should_trigger(line_prefix: str, line_suffix: str) -> str | None:
     if any(ch not in CLOSING_TAIL for ch in line_suffix):
         return "mid_line"
     return None
-
-
-def word_boundary_prefix(text: str) -> str:
-    """The longest prefix of a partial generation that ends at a word boundary (for progressive answers)."""
-    if not text:
-        return ""
-    if "\n" in text:
-        return text[: text.rfind("\n")]
-    if not (text[-1].isalnum() or text[-1] == "_"):
-        return text
-    i = len(text)
-    while i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_"):
-        i -= 1
-    return text[:i]

@@ -70,7 +70,11 @@ class Session:
     arm: str = ""
     problems: list[str] = field(default_factory=list)
     metrics_server: Any = None
-    layers: tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]] = ({}, {}, {})  # toml, init options, CLI
+    layers: tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]] = (
+        {},
+        {},
+        {},
+    )  # toml, init options, CLI
 
     def resettle(self, client_settings: Mapping[str, Any]) -> tuple[Settings, list[str]]:
         """Settings after the client sent its complete current set (workspace/didChangeConfiguration)."""

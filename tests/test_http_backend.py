@@ -274,3 +274,65 @@ async def test_engine_completes_through_the_remote_endpoint(served: ModelServer,
         assert responses[-1].common.model_id == served.model_path.stem.lower()
     finally:
         session.close()
+
+
+async def test_ab_experiment_embedded_against_remote_from_two_merged_stores(
+    served: ModelServer, tmp_path: Path
+) -> None:
+    """Arm "embedded" runs the local GGUF, arm "remote" the same model behind the OpenAI-compatible server;
+    two installs (one per arm) each write their own store; the stores merged give one experiment."""
+    from server.session import start_session
+    from telemetry.experiments import analyse, assign_arm
+    from telemetry.report import render_text
+    from telemetry.store import open_events
+
+    arms = [
+        {"name": "embedded", "weight": 1, "model": {"backend": "llama"}},
+        {"name": "remote", "weight": 1, "model": {"backend": "openai", "endpoint": served.url}},
+    ]
+    installs: dict[str, str] = {}
+    for i in itertools.count():
+        arm = assign_arm("backend-ab", f"install-{i}", [("embedded", 1.0), ("remote", 1.0)])
+        installs.setdefault(arm, f"install-{i}")
+        if len(installs) == 2:
+            break
+    config = tmp_path / "opportune.toml"
+    config.write_text("")
+    text = (
+        "def square_area(side):\n    return side * side\n\n\ndef rectangle_area(width, height):\n    return "
+    )
+    stores = []
+    for arm, install in sorted(installs.items()):
+        db = tmp_path / f"{install}.db"
+        stores.append(db)
+        session = start_session(
+            {
+                "experiment": {"name": "backend-ab", "arms": arms},
+                "completion": {"deadlineMs": 30000, "prewarm": False, "contextTokens": 128},
+                "telemetry": {"db": str(db), "installId": install, "flushIntervalS": 0.1},
+            },
+            config_path=config,
+        )
+        assert session.problems == [] and session.arm == arm
+        try:
+            uri = f"file:///project/{install}/shapes.py"
+            session.engine.open(uri, text, "python", 1)
+            suggestion = await session.engine.complete(
+                uri, Document(uri, text).position_at(len(text)), invoked=True
+            )
+            assert suggestion is not None and suggestion.text.strip()
+            session.engine.did_show(suggestion.completion_id)
+            session.engine.did_accept(suggestion.completion_id)
+        finally:
+            session.close()
+    merged = open_events(stores)
+    merged_twice = open_events([*stores, stores[0]])  # the same install's store given twice counts once
+    assert len(merged_twice.opportunities) == len(merged.opportunities) == 2
+    result = analyse(merged, "backend-ab", control="embedded").to_dict()
+    text_report = render_text(stores, experiment="backend-ab", control="embedded")
+    assert "embedded" in text_report and "remote" in text_report
+    by_arm = {a["arm"]: a for a in result["arms"]}
+    assert set(by_arm) == {"embedded", "remote"}
+    assert all(a["units"] == 1 for a in by_arm.values())
+    models = {row["arm"]: row["model_id"] for _, row in merged.responses.iterrows()}
+    assert models["remote"] == served.model_path.stem.lower() and models["embedded"] != models["remote"]

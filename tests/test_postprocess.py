@@ -1,6 +1,6 @@
 """Stop rules, suffix overlap, bracket balance and trigger rules."""
 
-from server.postprocess import Shape, finish, should_trigger, stop_reached, word_boundary_prefix
+from server.postprocess import Shape, finish, should_trigger, stop_reached
 
 
 def single(prefix: str, suffix: str = "") -> Shape:
@@ -52,9 +52,3 @@ def test_trigger_rules() -> None:
     assert should_trigger("f(", " + y)") == "mid_line"
     assert should_trigger("print(", ")") is None
     assert should_trigger("x = ", "") is None
-
-
-def test_word_boundary_prefix() -> None:
-    assert word_boundary_prefix("return sel") == "return "
-    assert word_boundary_prefix("foo(") == "foo("
-    assert word_boundary_prefix("a = 1\nb = fo") == "a = 1"

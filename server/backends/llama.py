@@ -22,7 +22,7 @@ from server.templates import detect_template
 
 log = logging.getLogger(__name__)
 
-PREFILL_CHUNK = 32  # tokens between cancellation checks: ~0.1 s of prefill on 2 cores
+PREFILL_CHUNK = 64  # tokens between cancellation checks: ~0.3 s of prefill; smaller chunks cost throughput
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
