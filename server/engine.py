@@ -218,7 +218,8 @@ class Engine:
 
             self._worker.submit(swap)
 
-    def _tell_user_once(self, message: str) -> None:
+    def tell_user_once(self, message: str) -> None:
+        """Show a problem to the user once, until the model works again."""
         if not self._told_user:
             self._told_user = True
             self.notify_user(message)
@@ -829,7 +830,7 @@ class Engine:
             backend = self.backend()
             if backend is None:
                 live.error = self._backend_error
-                loop.call_soon_threadsafe(self._tell_user_once, f"Opportune: {self._backend_error}")
+                loop.call_soon_threadsafe(self.tell_user_once, f"Opportune: {self._backend_error}")
                 return
             t0 = time.perf_counter()
             c = self.settings.completion
@@ -865,11 +866,11 @@ class Engine:
         except BackendError as e:  # expected failures (an endpoint down): one line, not a traceback per key
             log.warning("%s", e)
             live.error = str(e)
-            loop.call_soon_threadsafe(self._tell_user_once, f"Opportune: {live.error}")
+            loop.call_soon_threadsafe(self.tell_user_once, f"Opportune: {live.error}")
         except Exception as e:
             log.exception("generation failed")
             live.error = f"the model failed: {e}"
-            loop.call_soon_threadsafe(self._tell_user_once, f"Opportune: {live.error}")
+            loop.call_soon_threadsafe(self.tell_user_once, f"Opportune: {live.error}")
         finally:
             live.done = True
             with contextlib.suppress(RuntimeError):  # the loop may be closed at shutdown

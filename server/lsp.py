@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.uris import to_fs_path
@@ -33,6 +33,17 @@ _DROPPED = object()  # a message answered with an error while parsing; nothing m
 
 class OpportuneProtocol(LanguageServerProtocol):
     def structure_message(self, data: dict[str, Any]) -> Any:
+        if "method" in data and "params" not in data and str(data["method"]).startswith("opportune/"):
+            data = {
+                **data,
+                "params": {},
+            }  # our own requests take optional params; JSON-RPC allows omitting them
+        if "id" in data and "method" in data and "jsonrpc" in data:
+            kind = self.get_message_type(str(data["method"]))
+            if kind is not None and kind.__name__.endswith("Notification"):
+                # A notification method sent as a request: pygls would run it and never answer.
+                self._send_response(data["id"], error=JsonRpcInvalidRequest().to_response_error())
+                return _DROPPED
         try:
             return super().structure_message(data)
         except JsonRpcException as e:
@@ -75,9 +86,11 @@ class OpportuneServer(LanguageServer):
 
 
 def _field(params: Any, name: str, default: Any = None) -> Any:
-    if isinstance(params, Mapping):
-        return params.get(name, default)
-    return getattr(params, name, default)
+    value = params.get(name, default) if isinstance(params, Mapping) else getattr(params, name, default)
+    if isinstance(value, str):
+        # A lone surrogate from the client must not reach the store: SQLite cannot encode it.
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -106,9 +119,11 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
             options = {}
         root = params.root_uri or (params.workspace_folders[0].uri if params.workspace_folders else None)
         workspace = Path(to_fs_path(root) or ".") if root else None
-        client = params.client_info.name if params.client_info else ""
+        client = _field(params.client_info, "name", "") if params.client_info else ""
         if client and "clientName" not in options and "client_name" not in options:
             options = {**options, "clientName": client}
+        if ls.session is not None:  # a second initialize: replace the session, leak nothing
+            ls.session.close()
         ls.session = ls.session_factory(options, workspace=workspace, notify_user=ls.tell)
         for problem in ls.session.problems:
             ls.tell(f"Opportune settings: {problem}")
@@ -121,7 +136,7 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
         # Load the model now, off the event loop, so the first keystroke does not pay for it.
         error = await asyncio.get_running_loop().run_in_executor(engine._worker, engine.load_backend)
         if error:
-            ls.tell(f"Opportune: {error}", types.MessageType.Error)
+            engine.tell_user_once(f"Opportune: {error}")
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: OpportuneServer, *args: Any) -> None:
@@ -226,13 +241,23 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
         return {"enabled": enabled}
 
     @server.feature("opportune/report")
-    def report(ls: OpportuneServer, params: Any) -> dict[str, Any]:
+    async def report(ls: OpportuneServer, params: Any) -> dict[str, Any]:
         from server.reporting import session_report
+        from telemetry.cpo import parse_since
 
         session = ls.session
         if session is None:
             return {"text": "Opportune is not initialized.", "data": {}}
-        return session_report(session, str(_field(params, "since", "1d") or "1d"))
+        since = str(_field(params, "since", "1d") or "1d")
+        try:
+            parse_since(since)
+        except ValueError as e:
+            raise JsonRpcInvalidParams(str(e)) from e
+        # Reading a large store takes seconds: off the event loop, so completions keep flowing.
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, session_report, session, since)
+        except (ValueError, OverflowError) as e:  # a "since" that parses but lies outside the calendar
+            raise JsonRpcInvalidParams(str(e)) from e
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls: OpportuneServer, params: types.DidChangeConfigurationParams) -> None:

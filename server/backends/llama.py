@@ -57,13 +57,17 @@ class LlamaBackend:
                     n_threads=threads,
                     n_threads_batch=threads,
                     n_batch=256,
-                    verbose=False,
+                    # verbose=False would make llama-cpp-python point fds 1 *and* 2 at /dev/null for the
+                    # load; fd 1 is the LSP stream, so responses written meanwhile were lost.  Only stderr
+                    # is silenced here (_quiet_stderr), and verbose is switched off after the load.
+                    verbose=True,
                     swa_full=True,  # without it a sliding-window model cannot drop a KV suffix: no prefix reuse
                 )
         except (ValueError, RuntimeError, OSError) as e:
             raise BackendError(
                 f"could not load {path}: the file is truncated, corrupt or not a model this llama.cpp supports"
             ) from e
+        self.llm.verbose = False
         self.model_id = str(self.llm.metadata.get("general.name") or path.stem).replace(" ", "-").lower()
         self.fim: FimTemplate | None = detect_template(self.llm.metadata, self._has_token)
         self._lock = threading.Lock()  # one context, one user at a time
@@ -176,7 +180,7 @@ class LlamaBackend:
         )
 
     def close(self) -> None:
-        with self._lock, contextlib.suppress(Exception):
+        with self._lock, contextlib.suppress(Exception), _quiet_stderr():
             self.llm.close()
 
 
