@@ -55,6 +55,22 @@ class OpportuneProtocol(LanguageServerProtocol):
                 log.warning("dropped a malformed %s notification", data.get("method", "?"))
             return _DROPPED
 
+    def _execute_handler(
+        self, msg_id: Any, handler: Any, callback: Any, args: Any = None, kwargs: Any = None
+    ) -> None:
+        super()._execute_handler(msg_id, handler, callback, args, kwargs)
+        # pygls files the future of every async or generator handler under msg_id, and only a request's
+        # answer takes it out again: a notification's (every didChange) stayed for ever (~2 KB a keystroke).
+        future = self._request_futures.get(msg_id)
+        if future is not None:
+            futures = self._request_futures
+
+            def forget(done: Any, key: Any = msg_id) -> None:
+                if futures.get(key) is done:
+                    futures.pop(key, None)
+
+            future.add_done_callback(forget)
+
     def handle_message(self, message: Any) -> None:
         if message is _DROPPED:
             return

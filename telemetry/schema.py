@@ -87,12 +87,20 @@ def is_text_field(name: str) -> bool:
     return name.endswith(TEXT_SUFFIX)
 
 
+def _utf8(value: Any) -> Any:
+    """SQLite stores UTF-8: a lone surrogate (valid JSON from a client) becomes U+FFFD instead of failing the
+    whole batch."""
+    if isinstance(value, str) and not value.isascii():
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
+
+
 def event_to_row(event: Event, *, store_text: bool) -> dict[str, Any]:
     """Flatten ``event`` into a row; ``*_text`` fields become None unless ``store_text``."""
     row: dict[str, Any] = {"event_id": event.event_id, "ts": event.ts}
     common = event.common
     for name in COMMON_FIELDS:
-        row[name] = getattr(common, name)
+        row[name] = _utf8(getattr(common, name))
     for f in fields(event):
         if f.name in ("common", "event_id", "ts"):
             continue
@@ -101,7 +109,7 @@ def event_to_row(event: Event, *, store_text: bool) -> dict[str, Any]:
             value = int(value)
         elif value is not None and not store_text and is_text_field(f.name):
             value = None
-        row[f.name] = value
+        row[f.name] = _utf8(value)
     return row
 
 
