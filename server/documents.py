@@ -7,8 +7,10 @@ end of a line, or inside a surrogate pair, gets the nearest valid place.  Nothin
 
 from __future__ import annotations
 
-import bisect
+import re
 from dataclasses import dataclass, field
+
+import numpy as np
 
 # Files above this size are kept in sync but not parsed by tree-sitter; the prompt falls back to the text
 # around the cursor, which is all a completion needs from a generated or minified file anyway.
@@ -43,21 +45,35 @@ class TextEdit:
         return self.start + len(self.inserted)
 
 
+# Characters outside the BMP: two UTF-16 units for one str character.  Everything below runs at C speed
+# (str.isascii is a flag lookup, the rest are regex scans and codecs): a 2 MB minified line must not cost a
+# Python loop per character on every keystroke.
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
 def utf16_len(text: str) -> int:
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+    if text.isascii():
+        return len(text)
+    return len(text) + len(_ASTRAL.findall(text))
 
 
 def utf16_to_index(line: str, character: int) -> int:
     """The str index on ``line`` at a UTF-16 column, clamped; a column inside a surrogate pair rounds down."""
     if character <= 0:
         return 0
-    units = 0
-    for i, ch in enumerate(line):
-        step = 2 if ord(ch) > 0xFFFF else 1
-        if units + step > character:
-            return i
-        units += step
-    return len(line)
+    if line.isascii():
+        return min(character, len(line))
+    shift = 0  # astral characters before the one looked at: str index = UTF-16 column - shift
+    for m in _ASTRAL.finditer(line):
+        at = m.start()
+        if character < at + shift + 2:  # at or before this character's end (inside it rounds down)
+            return min(character - shift, at)
+        shift += 1
+    return min(character - shift, len(line))
+
+
+def utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def index_to_utf16(line: str, index: int) -> int:
@@ -70,24 +86,23 @@ class Document:
     text: str
     language_id: str = ""
     version: int = 0
-    _line_starts: list[int] = field(default_factory=list, repr=False)
+    _line_starts: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64), repr=False)
 
     def __post_init__(self) -> None:
-        self._reindex()
-
-    def _reindex(self) -> None:
-        starts = [0]
-        find = self.text.find
-        pos = find("\n")
-        while pos != -1:
-            starts.append(pos + 1)
-            pos = find("\n", pos + 1)
-        self._line_starts = starts
+        self._line_starts = _line_starts(self.text, 0)
 
     @property
-    def line_starts(self) -> list[int]:
-        """str offsets of line starts; a new list after every change, so a reference is a snapshot."""
+    def line_starts(self) -> np.ndarray:
+        """str offsets of line starts; a new array after every change (never written in place), so a
+        reference is a snapshot."""
         return self._line_starts
+
+    def line_start(self, line: int) -> int:
+        """str offset where ``line`` starts, clamped to the last line."""
+        return int(self._line_starts[max(0, min(line, len(self._line_starts) - 1))])
+
+    def line_of(self, offset: int) -> int:
+        return int(np.searchsorted(self._line_starts, offset, side="right")) - 1
 
     @property
     def line_count(self) -> int:
@@ -96,9 +111,16 @@ class Document:
     def line_text(self, line: int) -> str:
         if line < 0 or line >= len(self._line_starts):
             return ""
-        start = self._line_starts[line]
-        end = self._line_starts[line + 1] - 1 if line + 1 < len(self._line_starts) else len(self.text)
+        start = int(self._line_starts[line])
+        end = int(self._line_starts[line + 1]) - 1 if line + 1 < len(self._line_starts) else len(self.text)
         return self.text[start:end]
+
+    def line_around(self, offset: int, limit: int) -> tuple[str, str]:
+        """The text of ``offset``'s line before and after it, at most ``limit`` characters each way: a
+        minified line can be megabytes, and what decides a completion is near the cursor."""
+        start = max(self.line_start(self.line_of(offset)), offset - limit)
+        end = self.text.find("\n", offset, offset + limit)
+        return self.text[start:offset], self.text[offset : end if end != -1 else offset + limit]
 
     def offset_at(self, position: Position) -> int:
         """str offset of an LSP position, clamped into the document."""
@@ -107,25 +129,27 @@ class Document:
         if position.line >= len(self._line_starts):
             return len(self.text)
         line = self.line_text(position.line)
-        return self._line_starts[position.line] + utf16_to_index(line, position.character)
+        return int(self._line_starts[position.line]) + utf16_to_index(line, position.character)
 
     def position_at(self, offset: int) -> Position:
         offset = max(0, min(offset, len(self.text)))
-        line = bisect.bisect_right(self._line_starts, offset) - 1
-        start = self._line_starts[line]
-        return Position(line, utf16_len(self.text[start:offset]))
+        line = self.line_of(offset)
+        return Position(line, utf16_len(self.text[int(self._line_starts[line]) : offset]))
 
     def point_at(self, offset: int) -> tuple[int, int]:
         """tree-sitter point (row, UTF-8 byte column) of a str offset."""
-        line = bisect.bisect_right(self._line_starts, offset) - 1
-        start = self._line_starts[line]
-        return (line, len(self.text[start:offset].encode("utf-8", "surrogatepass")))
+        line = self.line_of(offset)
+        return (line, utf8_len(self.text[int(self._line_starts[line]) : offset]))
 
     def byte_offset(self, offset: int) -> int:
-        return len(self.text[:offset].encode("utf-8", "surrogatepass"))
+        # O(1) for ASCII text; otherwise O(offset), which only parsed (size-limited) documents ask for.
+        return offset if self.text.isascii() else utf8_len(self.text[:offset])
 
     def apply(self, start: Position | None, end: Position | None, new_text: str) -> TextEdit:
-        """Apply one change; ``start``/``end`` None means the whole document is replaced."""
+        """Apply one change; ``start``/``end`` None means the whole document is replaced.
+
+        Costs the length of the edited lines plus one copy of the text: the line index is shifted, not
+        rebuilt, so a keystroke in a 20 MB file costs about what it costs in a small one."""
         if start is None or end is None:
             a, b = 0, len(self.text)
         else:
@@ -135,11 +159,21 @@ class Document:
         removed = self.text[a:b]
         start_byte = self.byte_offset(a)
         start_point = self.point_at(a)
-        old_end_byte = start_byte + len(removed.encode("utf-8", "surrogatepass"))
+        old_end_byte = start_byte + utf8_len(removed)
         old_end_point = self.point_at(b)
-        self.text = self.text[:a] + new_text + self.text[b:]
-        self._reindex()
-        new_end_byte = start_byte + len(new_text.encode("utf-8", "surrogatepass"))
+        self.text = "".join((self.text[:a], new_text, self.text[b:]))
+        starts = self._line_starts
+        # Starts up to ``a`` stay; those inside the removed text go; those after it shift by the change.
+        keep = int(np.searchsorted(starts, a, side="right"))
+        after = int(np.searchsorted(starts, b, side="right"))
+        self._line_starts = np.concatenate(
+            (
+                starts[:keep],
+                _line_starts(new_text, a, first=False),
+                starts[after:] + (len(new_text) - (b - a)),
+            )
+        )
+        new_end_byte = start_byte + utf8_len(new_text)
         return TextEdit(
             start=a,
             old_end=b,
@@ -152,3 +186,14 @@ class Document:
             old_end_point=old_end_point,
             new_end_point=self.point_at(a + len(new_text)),
         )
+
+
+def _line_starts(text: str, base: int, first: bool = True) -> np.ndarray:
+    """Offsets (plus ``base``) just after each newline in ``text``, preceded by ``base`` if ``first``."""
+    starts = [base] if first else []
+    find = text.find
+    pos = find("\n")
+    while pos != -1:
+        starts.append(base + pos + 1)
+        pos = find("\n", pos + 1)
+    return np.array(starts, dtype=np.int64)

@@ -29,9 +29,9 @@ from typing import Literal
 from server.backends.base import Backend, BackendError, Cancelled, Generation, GenerationRequest
 from server.config import Settings
 from server.context.syntax import SyntaxContext, SyntaxTree, language_for
-from server.documents import MAX_PARSED_CHARS, Document, Position, TextEdit
+from server.documents import MAX_PARSED_CHARS, Document, Position, TextEdit, utf8_len
 from server.postprocess import Shape, finish, should_trigger, stop_reached
-from server.prompt import LineTokenCounter, Prompt, PromptInput, build_prompt
+from server.prompt import LineTokenCounter, Prompt, PromptInput, build_prompt, reach_chars
 from telemetry import events as ev
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,12 @@ TYPING_MAX_CHARS = 40  # a single-line insertion longer than this is a paste, no
 # Answer with what is ready this far into the user's usual gap between keys: a short suggestion on screen
 # beats a long one that arrives after the next key (the rest follows from the typeahead cache).
 SOFT_DEADLINE_SHARE = 0.4
+# Per keystroke the engine looks at a bounded part of a document, never all of it: this much of the
+# cursor line each way, this much text before the cursor to tell whether a generation still applies, and
+# (prompt.reach_chars) what a prompt can use.  A keystroke in a 20 MB file then costs what it costs in a
+# small one.
+LINE_CHARS = 2000
+ANCHOR_CHARS = 4096
 Recorder = Callable[[ev.Event], None]
 
 
@@ -58,7 +64,8 @@ class Live:
     """A generation in flight or finished: the progressive answer and the typeahead cache."""
 
     uri: str
-    anchor: str  # document text before the cursor when the generation started
+    anchor: str  # the document text just before the cursor when the generation started (ANCHOR_CHARS)
+    at: int  # the cursor's offset then
     shape: Shape
     text: str = ""
     tokens: int = 0
@@ -69,6 +76,11 @@ class Live:
     context_ms: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    prewarm: bool = False  # only warms the model's cache: offers nothing
+
+    @classmethod
+    def at_cursor(cls, uri: str, text: str, cursor: int, shape: Shape, prewarm: bool = False) -> Live:
+        return cls(uri, text[max(0, cursor - ANCHOR_CHARS) : cursor], cursor, shape, prewarm=prewarm)
 
     def notify(self) -> None:
         for fut in self.waiters:
@@ -76,16 +88,21 @@ class Live:
                 fut.set_result(None)
         self.waiters.clear()
 
-    def remaining_after(self, before: str) -> str | None:
-        """What this generation still offers at a cursor whose preceding text is ``before``."""
-        if before.startswith(self.anchor):
-            typed = before[len(self.anchor) :]
-            if self.text.startswith(typed):
-                return self.text[len(typed) :]
+    def remaining_after(self, text: str, cursor: int) -> str | None:
+        """What this generation still offers at ``cursor`` in ``text`` (the document now)."""
+        if self.prewarm:
             return None
-        if self.anchor.startswith(before) and len(self.anchor) - len(before) <= 40:
+        start = self.at - len(self.anchor)
+        if cursor >= self.at:
+            typed_len = cursor - self.at
+            if typed_len > len(self.text) or not text.startswith(self.anchor, start):
+                return None
+            typed = text[self.at : cursor]
+            return self.text[typed_len:] if self.text.startswith(typed) else None
+        kept = len(self.anchor) - (self.at - cursor)
+        if self.at - cursor <= 40 and kept >= 0 and text.startswith(self.anchor[:kept], start):
             # Backspace: what was deleted comes back as part of the suggestion.
-            return self.anchor[len(before) :] + self.text
+            return self.anchor[kept:] + self.text
         return None
 
 
@@ -193,7 +210,7 @@ class Engine:
     @property
     def busy(self) -> bool:
         """The model is generating (a request or its continuation into the typeahead cache)."""
-        return self.live is not None and not self.live.done and bool(self.live.anchor != "\x00prewarm")
+        return self.live is not None and not self.live.done and not self.live.prewarm
 
     def load_backend(self) -> str | None:
         """Load the model now (at start-up, off the loop); returns the error for the user, if any."""
@@ -308,7 +325,7 @@ class Engine:
             removed = sum(len(e.removed) for e in edits)
             self._emit(ev.Edit(common, state.hash, kind, inserted, removed))  # type: ignore[arg-type]
         if self.live is not None and self.live.uri == uri:
-            if self.live.remaining_after(doc.text[: edits[-1].new_end]) is None:
+            if self.live.remaining_after(doc.text, edits[-1].new_end) is None:
                 self._cancel_live()  # the user's typing left this generation behind
             else:
                 self.live.notify()
@@ -525,14 +542,12 @@ class Engine:
         opp.attempted = True
         state.opportunity = opp
 
-        line = doc.line_text(doc.position_at(cursor).line)
-        col = cursor - (doc.text.rfind("\n", 0, cursor) + 1)
-        line_prefix, line_suffix = line[:col], line[col:]
+        line_prefix, line_suffix = doc.line_around(cursor, LINE_CHARS)
         settings = self.settings.completion
         rule = None
         if not settings.enabled:
             rule = "disabled"
-        elif "\x00" in line:
+        elif "\x00" in line_prefix or "\x00" in line_suffix:
             rule = "binary"
         else:
             rule = should_trigger(line_prefix, line_suffix)
@@ -543,15 +558,17 @@ class Engine:
         stages["trigger"] = (time.perf_counter() - started) * 1000
 
         syntax = self._syntax(state, cursor)
-        shape = self._shape(syntax, line_prefix, line_suffix, doc.text[cursor : cursor + 2000])
-        before = doc.text[:cursor]
+        shape = self._shape(syntax, line_prefix, line_suffix, doc.text[cursor : cursor + LINE_CHARS])
+        text_now = doc.text  # a snapshot: str is immutable, and later keystrokes replace doc.text
         attempt_id = ev.new_id()
 
         # Typeahead: the generation on screen (or still running) already covers what was typed.
         t0 = time.perf_counter()
         live = self.live
         remaining = (
-            live.remaining_after(before) if (live and live.uri == uri and settings.typeahead_cache) else None
+            live.remaining_after(text_now, cursor)
+            if (live and live.uri == uri and settings.typeahead_cache)
+            else None
         )
         stages["cache"] = (time.perf_counter() - t0) * 1000
         if live is not None and remaining is not None:
@@ -559,12 +576,12 @@ class Engine:
             pending["attempt"] = attempt_id
             text = finish(remaining, shape) if live.done or stop_reached(remaining, shape) else ""
             if not text and not live.done:
-                text = await self._wait_for_text(live, state, version, before, shape, started)
+                text = await self._wait_for_text(live, state, version, text_now, cursor, shape, started)
             return self._answer(
                 state, version, cursor, attempt_id, text, "cache", started, stages, None, live
             )
 
-        generation_live = Live(uri=uri, anchor=before, shape=shape)
+        generation_live = Live.at_cursor(uri, text_now, cursor, shape)
         # Debounce (an arm setting): a newer keystroke during it cancels the request before any model work.
         delay = self._debounce_ms(state)
         if delay > 0:
@@ -584,7 +601,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         data = self._prompt_input(state, cursor, syntax)
         self._worker.submit(self._generate, generation_live, data, loop, settings)
-        text = await self._wait_for_text(generation_live, state, version, before, shape, started)
+        text = await self._wait_for_text(generation_live, state, version, text_now, cursor, shape, started)
         if generation_live.error:
             return self._lose(state, attempt_id, "error", started, stages, generation_live)
         return self._answer(
@@ -620,7 +637,14 @@ class Engine:
         )
 
     async def _wait_for_text(
-        self, live: Live, state: DocState, version: int, before: str, shape: Shape, started: float
+        self,
+        live: Live,
+        state: DocState,
+        version: int,
+        text: str,
+        cursor: int,
+        shape: Shape,
+        started: float,
     ) -> str:
         """Wait for the live generation until it is sufficient, the deadline passes or the user types on.
 
@@ -633,7 +657,7 @@ class Engine:
         gap = self._typing_gap(state)
         soft = min(hard, started + max(0.04, SOFT_DEADLINE_SHARE * gap)) if gap else hard
         while True:
-            remaining = live.remaining_after(before) or ""
+            remaining = live.remaining_after(text, cursor) or ""
             if live.done or stop_reached(remaining, shape):
                 return finish(remaining, shape)
             now = time.perf_counter()
@@ -751,6 +775,7 @@ class Engine:
         doc = state.doc
         tree = state.tree
         text = doc.text
+        lo, hi = self._prompt_span(doc, cursor)
         context_at_line = None
         if tree is not None and syntax is not None:
             # Runs on the worker: only immutable snapshots here (the text, the line index list, the tree's
@@ -764,19 +789,37 @@ class Engine:
             def context_at_line(line: int) -> SyntaxContext:
                 found = memo.get(line)
                 if found is None:
-                    at = line_starts[min(line, len(line_starts) - 1)]
-                    start = len(text[:at].encode("utf-8", "surrogatepass"))
+                    at = int(line_starts[min(line, len(line_starts) - 1)])
+                    start = utf8_len(text[:at])
                     found = memo[line] = tree.context_at(start, visible_range=(start, cursor_byte))
                 return found
 
         return PromptInput(
-            text=text,
-            cursor=cursor,
+            text=text[lo:hi],
+            cursor=cursor - lo,
+            first_line=doc.line_of(lo),
             path=self._display_path(doc.uri),
             language=state.language,
             syntax=syntax,
             context_at_line=context_at_line,
         )
+
+    def _prompt_span(self, doc: Document, cursor: int) -> tuple[int, int]:
+        """The part of the document a prompt can use: whole lines back to its reach, the suffix lines after."""
+        c = self.settings.completion
+        reach = reach_chars(c.context_tokens)
+        line = doc.line_of(cursor)
+        first = doc.line_of(max(0, cursor - reach) - 1) + 1  # the first line that starts within reach
+        if first <= line:
+            lo = doc.line_start(first)
+        else:
+            # The cursor's own line is longer than the reach (minified code): start mid-line, on a grid so
+            # that the start stays put for a while as the user types.
+            step = max(1, reach // 4)
+            lo = max(doc.line_start(line), -(-(cursor - reach) // step) * step)
+        last = line + c.suffix_lines + 1
+        hi = doc.line_start(last) if last < doc.line_count else len(doc.text)
+        return lo, min(hi, cursor + reach)
 
     def _syntax(self, state: DocState, cursor: int) -> SyntaxContext | None:
         if state.tree is None:
@@ -891,14 +934,13 @@ class Engine:
     def _speculate(self, state: DocState, cursor: int) -> None:
         """After an accept, start the next suggestion before the user asks for it."""
         doc = state.doc
-        line = doc.line_text(doc.position_at(cursor).line)
-        col = cursor - (doc.text.rfind("\n", 0, cursor) + 1)
-        if should_trigger(line[:col], line[col:]):
+        line_prefix, line_suffix = doc.line_around(cursor, LINE_CHARS)
+        if should_trigger(line_prefix, line_suffix):
             return
         syntax = self._syntax(state, cursor)
-        shape = self._shape(syntax, line[:col], line[col:], doc.text[cursor : cursor + 2000])
+        shape = self._shape(syntax, line_prefix, line_suffix, doc.text[cursor : cursor + LINE_CHARS])
         self._cancel_live()
-        live = Live(uri=doc.uri, anchor=doc.text[:cursor], shape=shape)
+        live = Live.at_cursor(doc.uri, doc.text, cursor, shape)
         self.live = live
         data = self._prompt_input(state, cursor, syntax)
         with contextlib.suppress(RuntimeError):
@@ -913,7 +955,7 @@ class Engine:
         token = threading.Event()
         # A prewarm is the lowest priority: any real request cancels it through the live slot.
         self._cancel_live()
-        placeholder = Live(uri=doc.uri, anchor="\x00prewarm", shape=Shape(False, 1, "", ""))
+        placeholder = Live.at_cursor(doc.uri, "", 0, Shape(False, 1, "", ""), prewarm=True)
         placeholder.cancel = token
         self.live = placeholder
 

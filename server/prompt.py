@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from server.backends.base import FimTemplate
 from server.context.syntax import SyntaxContext
 
+CHARS_PER_TOKEN_BOUND = 16
 COMMENT_PREFIX = {
     "python": "#",
     "go": "//",
@@ -29,8 +30,8 @@ COMMENT_PREFIX = {
 
 @dataclass(frozen=True)
 class PromptInput:
-    text: str  # the whole document
-    cursor: int  # str offset
+    text: str  # the document, or the part of it around the cursor that a prompt can use (see reach_chars)
+    cursor: int  # str offset in ``text``
     path: str  # shown to the model as a file header ("" to omit)
     language: str | None
     syntax: SyntaxContext | None = None
@@ -39,6 +40,7 @@ class PromptInput:
     # around it do not depend on the cursor, so the prompt prefix holding them stays the same while the
     # user types, dedents or opens a new line.  None: use ``syntax`` (the cursor's).
     context_at_line: Callable[[int], SyntaxContext] | None = None
+    first_line: int = 0  # the document line that ``text`` starts on (when it is a part)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,12 @@ class LineTokenCounter:
         return sum(self.line(line) for line in lines) + len(lines) - 1
 
 
+def reach_chars(budget_tokens: int) -> int:
+    """How far before the cursor a prompt of ``budget_tokens`` can look, in characters: a generous bound
+    (code runs 3-4 characters a token, so this only binds on the tail of a huge file or a minified line)."""
+    return budget_tokens * CHARS_PER_TOKEN_BOUND
+
+
 def build_prompt(
     data: PromptInput,
     *,
@@ -108,8 +116,8 @@ def build_prompt(
     # so that it stays put while the user types.  Only the tail of a huge file is looked at.
     budget = max(16, budget_tokens - count_tokens(header) - count_tokens(suffix_text) - 8)
     line_cost = count_tokens.line if isinstance(count_tokens, LineTokenCounter) else count_tokens
-    base = before.rfind("\n", 0, max(0, len(before) - budget * 16)) + 1
-    base_line = before.count("\n", 0, base)
+    base = before.rfind("\n", 0, max(0, len(before) - reach_chars(budget))) + 1
+    base_line = data.first_line + before.count("\n", 0, base)
     lines = before[base:].split("\n")
     last = len(lines) - 1
     room = budget - (budget * 2 // 5 if strategy == "syntax" else 0)
@@ -149,9 +157,15 @@ def build_prompt(
         while not fits and first + step <= last:
             first += step
             stable_ctx, window, fits = assemble(first)
-    if not fits and count_tokens(window) > budget:
-        # One enormous line: keep its tail (the cursor end); KV reuse is lost but the answer is right.
-        window = window[-budget * 3 :]
+    if not fits:
+        # One enormous line: keep the tail (the cursor end) that fits; KV reuse is lost but the answer is
+        # right.  Shrunk in proportion to the count, a few times, since characters per token vary.
+        room = max(8, budget - count_tokens(stable_ctx))
+        for _ in range(6):
+            n = count_tokens(window)
+            if n <= room:
+                break
+            window = window[-max(1, len(window) * room * 9 // (n * 10)) :]
     start_line = base_line + first
     if strategy == "syntax" and stable_ctx:
         parts.append("syntax")

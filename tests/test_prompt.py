@@ -1,5 +1,7 @@
 """Prompt assembly: token budget, stable layout for KV reuse, syntax context, FIM."""
 
+import dataclasses
+
 import pytest
 
 from server.backends.fake import fake_tokens
@@ -99,5 +101,60 @@ async def test_consecutive_keystrokes_share_the_real_tokenizers_prefix() -> None
             if previous is not None:
                 assert common_prefix(previous, tokens) >= 0.9 * min(len(previous), len(tokens)), repr(ch)
             previous = tokens
+    finally:
+        engine.shutdown()
+
+
+@pytest.mark.parametrize("strategy,fim", [("syntax", None), ("prefix", QWEN)])
+def test_a_huge_document_gives_the_prompt_its_whole_text_would(strategy: str, fim) -> None:  # type: ignore[no-untyped-def]
+    """The engine hands the prompt only the part of a document within reach of the cursor (so a keystroke
+    in a 20 MB file does not copy or scan it whole); the prompt must be the one the whole text gives."""
+    from server.backends.fake import FakeBackend
+    from server.config import resolve
+    from server.engine import Engine
+
+    text = "import os\n\n\ndef f(x):\n" + "".join(f"    y{i} = x + {i}  # step {i}\n" for i in range(40_000))
+    settings, errors = resolve(
+        {"completion": {"prewarm": False, "promptStrategy": strategy}, "model": {"backend": "fake"}}
+    )
+    assert errors == []
+    engine = Engine(lambda _s: FakeBackend(), settings)
+    engine.open("file:///p/big.py", text, "python", 1)
+    state = engine.docs["file:///p/big.py"]
+    c = settings.completion
+    try:
+        for cursor in (len(text), text.index("y20000 =") + 3, text.index("y3 =") + 2, 12):
+            syntax = engine._syntax(state, cursor)
+            part = engine._prompt_input(state, cursor, syntax)
+            whole = dataclasses.replace(part, text=text, cursor=cursor, first_line=0)
+            assert len(part.text) < 20_000
+            kwargs = {
+                "budget_tokens": c.context_tokens,
+                "count_tokens": count,
+                "strategy": strategy,
+                "fim": fim,
+            }
+            assert build_prompt(part, **kwargs) == build_prompt(whole, **kwargs)
+    finally:
+        engine.shutdown()
+
+
+def test_a_minified_line_gives_a_prompt_within_budget_that_ends_at_the_cursor() -> None:
+    from server.backends.fake import FakeBackend
+    from server.config import resolve
+    from server.engine import Engine
+
+    text = "var a=" + "b+c;" * 500_000 + "\n"
+    settings, _ = resolve({"completion": {"prewarm": False}, "model": {"backend": "fake"}})
+    engine = Engine(lambda _s: FakeBackend(), settings)
+    engine.open("file:///p/b.min.js", text, "javascript", 1)
+    state = engine.docs["file:///p/b.min.js"]
+    try:
+        cursor = 1_000_003
+        data = engine._prompt_input(state, cursor, None)
+        assert len(data.text) <= 2 * 16 * settings.completion.context_tokens
+        p = build_prompt(data, budget_tokens=settings.completion.context_tokens, count_tokens=count)
+        assert text[:cursor].endswith(p.text[-200:])
+        assert p.tokens <= settings.completion.context_tokens
     finally:
         engine.shutdown()

@@ -38,10 +38,6 @@ async def _keystrokes(server: RawServer, uri: str, line: int, column: int, n: in
     return times
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, not fixed yet: Document rebuilds its line index and re-encodes the text on every change (O(n) per keystroke)",
-)
 async def test_a_keystroke_in_a_20_mb_file_costs_about_what_it_costs_in_a_small_one(tmp_path: Path) -> None:
     lines = 20_000_000 // len(LINE)
     async with raw_session(tmp_path / "t.db", options=OPTIONS) as server:
@@ -72,10 +68,6 @@ async def test_a_keystroke_in_a_20_mb_file_costs_about_what_it_costs_in_a_small_
     assert (rss_40 - rss_10) <= 20 * 1024, f"RSS grew {(rss_40 - rss_10) // 1024} MB over 30 keystrokes"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, not fixed yet: O(n) work per keystroke in server.documents and the prompt window on a 2 MB line",
-)
 async def test_a_keystroke_in_a_long_minified_line_costs_about_what_it_costs_in_a_small_file(
     tmp_path: Path,
 ) -> None:
