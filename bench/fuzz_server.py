@@ -1145,6 +1145,7 @@ class FuzzReport:
     stray_responses: int = 0
     protocol_errors: list[str] = field(default_factory=list)
     shown_messages: int = 0
+    shown_examples: list[str] = field(default_factory=list)
     rss_start_kb: int = 0
     rss_max_kb: int = 0
     rss_end_kb: int = 0
@@ -1196,6 +1197,8 @@ class FuzzReport:
             f"final completion: {'ok' if self.final_ok else 'FAILED'} {self.final_detail}",
             "slowest answers: " + "; ".join(f"{s * 1000:.0f} ms {what}" for s, what in self.slowest),
         ]
+        if self.shown_examples:
+            lines.append("pop-ups said: " + " | ".join(self.shown_examples))
         if self.stray_examples:
             lines.append("stray responses: " + " | ".join(self.stray_examples))
         return "\n".join(lines)
@@ -1435,6 +1438,7 @@ async def run_fuzz(
         report.spec_unanswered += max(0, parse_errors_due - server.null_id_errors)
         report.protocol_errors = server.protocol_errors
         report.shown_messages = len(server.shown_messages)
+        report.shown_examples = sorted({str(m.get("message", ""))[:100] for m in server.shown_messages})[:6]
         report.stderr_exceptions = server.stderr_exceptions
         report.seconds = time.perf_counter() - started
         if report.crashes:

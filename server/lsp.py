@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
+from pygls.exceptions import (
+    JsonRpcException,
+    JsonRpcInvalidParams,
+    JsonRpcInvalidRequest,
+)
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 from pygls.uris import to_fs_path
 
 from server import __version__
@@ -28,32 +33,63 @@ from server.session import Session, start_session
 log = logging.getLogger(__name__)
 
 ACCEPT_COMMAND = "opportune.accept"
-_DROPPED = object()  # a message answered with an error while parsing; nothing more to do with it
 
 
 class OpportuneProtocol(LanguageServerProtocol):
     def structure_message(self, data: dict[str, Any]) -> Any:
-        if "method" in data and "params" not in data and str(data["method"]).startswith("opportune/"):
-            data = {
-                **data,
-                "params": {},
-            }  # our own requests take optional params; JSON-RPC allows omitting them
-        if "id" in data and "method" in data and "jsonrpc" in data:
-            kind = self.get_message_type(str(data["method"]))
+        # json.loads calls this for every object in a message, nested ones too: a request-shaped object
+        # inside params must stay data.  The whole message is structured once, in handle_message.
+        return data
+
+    def handle_message(self, message: Any) -> None:
+        problem = _envelope_problem(message)
+        if problem is not None:
+            log.warning("dropped a message: %s", problem)
+            # JSON-RPC wants a request answered even when malformed, with id null when its id is unusable;
+            # but LSP clients cannot match an id-null answer to anything and report it as an error of their
+            # own (pygls raises, Neovim logs NO_RESULT_CALLBACK_FOUND), so only a usable id is answered.
+            request = isinstance(message, dict) and "result" not in message and "error" not in message
+            if request and _valid_id(message.get("id")):
+                self._send_response(message["id"], error=JsonRpcInvalidRequest(problem).to_response_error())
+            return
+        is_request = "id" in message and "method" in message
+        if is_request and "params" not in message and str(message["method"]).startswith("opportune/"):
+            message = {**message, "params": {}}  # our own requests take optional params, as JSON-RPC allows
+        if is_request:
+            kind = self.get_message_type(str(message["method"]))
             if kind is not None and kind.__name__.endswith("Notification"):
                 # A notification method sent as a request: pygls would run it and never answer.
-                self._send_response(data["id"], error=JsonRpcInvalidRequest().to_response_error())
-                return _DROPPED
+                self._send_response(message["id"], error=JsonRpcInvalidRequest().to_response_error())
+                return
         try:
-            return super().structure_message(data)
+            typed = super().structure_message(message)
         except JsonRpcException as e:
-            if "id" in data and "method" in data:
+            if is_request:
                 # pygls would log this and never answer; the client would wait for ever.
                 error = e if isinstance(e, JsonRpcInvalidParams) else JsonRpcInvalidParams()
-                self._send_response(data["id"], error=error.to_response_error())
+                self._send_response(message["id"], error=error.to_response_error())
             else:
-                log.warning("dropped a malformed %s notification", data.get("method", "?"))
-            return _DROPPED
+                log.warning("dropped a malformed %s message", message.get("method", "response"))
+            return
+        super().handle_message(typed)
+
+    # The engine keeps its own copy of each document.  pygls's built-in text sync would keep a second one,
+    # rebuilt in O(document) on every keystroke, and clamp out-of-range positions *in the params* before
+    # the engine sees them (a change past the end of the last line landed one character early).
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> Iterator[Any]:
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams) -> Iterator[Any]:
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> Iterator[Any]:
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
+            yield handler, (params,), None
 
     def _execute_handler(
         self, msg_id: Any, handler: Any, callback: Any, args: Any = None, kwargs: Any = None
@@ -71,13 +107,28 @@ class OpportuneProtocol(LanguageServerProtocol):
 
             future.add_done_callback(forget)
 
-    def handle_message(self, message: Any) -> None:
-        if message is _DROPPED:
-            return
-        if not hasattr(message, "jsonrpc"):
-            log.warning("dropped a message that is not JSON-RPC")
-            return
-        super().handle_message(message)
+
+def _valid_id(rid: Any) -> bool:
+    return isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool))
+
+
+def _envelope_problem(message: Any) -> str | None:
+    """What makes ``message`` no JSON-RPC 2.0 request, notification or response, if anything (pygls would
+    fail on these with an internal error, or not answer)."""
+    if not isinstance(message, dict):
+        return "not a JSON object (batches are not supported)"
+    if message.get("jsonrpc") != "2.0":
+        return 'jsonrpc must be "2.0"'
+    if "id" in message and not _valid_id(message["id"]):
+        return "id must be an integer or a string"
+    if "method" in message:
+        if not isinstance(message["method"], str):
+            return "method must be a string"
+        if "params" in message and not isinstance(message["params"], dict | list | None):
+            return "params must be an object or an array"
+    elif "id" not in message or ("result" not in message and "error" not in message):
+        return "neither a request, a notification nor a response"
+    return None
 
 
 class OpportuneServer(LanguageServer):
@@ -250,7 +301,9 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
     @server.feature("opportune/setEnabled")
     def set_enabled(ls: OpportuneServer, params: Any) -> dict[str, Any]:
         engine = ls.engine
-        enabled = bool(_field(params, "enabled", True))
+        enabled = _field(params, "enabled", True)
+        if not isinstance(enabled, bool):
+            raise JsonRpcInvalidParams(f"enabled: expected true or false, got {enabled!r}")
         if engine is not None:
             settings, _ = resolve({"completion": {"enabled": enabled}}, base=engine.settings)
             engine.reconfigure(settings)
@@ -276,7 +329,9 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
             raise JsonRpcInvalidParams(str(e)) from e
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
-    def did_change_configuration(ls: OpportuneServer, params: types.DidChangeConfigurationParams) -> None:
+    async def did_change_configuration(
+        ls: OpportuneServer, params: types.DidChangeConfigurationParams
+    ) -> None:
         engine = ls.engine
         settings = _plain(params.settings)
         if engine is None or not isinstance(settings, Mapping):
@@ -292,5 +347,10 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
         for problem in problems:
             ls.tell(f"Opportune settings: {problem}")
         engine.reconfigure(new)
+        # A new model (or the old one fixed) is loaded now, not at the next keystroke, and a failure is
+        # told now, while the user is looking at the settings they just changed.
+        error = await asyncio.get_running_loop().run_in_executor(engine._worker, engine.load_backend)
+        if error:
+            engine.tell_user_once(f"Opportune: {error}")
 
     return server

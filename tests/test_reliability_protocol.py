@@ -139,10 +139,6 @@ async def test_a_client_name_with_a_lone_surrogate_does_not_stop_telemetry(tmp_p
         assert await _wait_rows(db, "opportunity", 3) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, not fixed yet: a change range past the end of the last line is clamped differently from the editor",
-)
 async def test_a_change_past_the_end_of_the_last_line_lands_at_its_end(tmp_path: Path) -> None:
     """LSP: a character past the line's length means the end of the line.  pygls's own copy of the
     document clamped it one character short *in the params object* before the engine saw it, so the
@@ -230,3 +226,29 @@ async def test_a_response_is_not_lost_while_the_model_loads(tmp_path: Path) -> N
         assert not lost, (
             f"{len(lost)} of 50 requests never answered (sent at {[i * 50 for i in lost[:8]]} ms)"
         )
+
+
+async def test_malformed_envelopes_get_the_errors_json_rpc_names(tmp_path: Path) -> None:
+    """A request whose method is not a string gets an Invalid Request; unparseable bytes and requests with an
+    unusable id get nothing (an id-null answer is an error in every LSP client we tried); a request-shaped
+    object nested in params is data, never answered; a response and a notification are never answered.
+    The server answers the next request as if nothing happened."""
+    async with raw_session(tmp_path / "t.db", options=QUIET) as server:
+        nulls = server.null_id_errors
+        await server.write(frame(b'{"jsonrpc": "2.0", "id": 1, "method": '))  # cut short
+        await server.write(frame(dumps({"jsonrpc": "2.0", "id": 1.5, "method": "opportune/status"})))
+        await server.write(frame(dumps({"jsonrpc": "2.0", "id": {"x": 1}, "method": "opportune/status"})))
+        nested = {"jsonrpc": "2.0", "id": 424242, "method": "shutdown"}
+        note = {
+            "jsonrpc": "2.0",
+            "method": "opportune/didShowCompletion",
+            "params": {"id": "x", "also": nested},
+        }
+        await server.write(frame(dumps(note)))
+        await server.write(frame(dumps({"jsonrpc": "2.0", "id": 99999, "result": {"unexpected": nested}})))
+        bad_method = await server.request(5, {})  # type: ignore[arg-type]
+        assert bad_method.message["error"]["code"] == -32600
+        status = await server.request("opportune/status", {})
+        assert "result" in status.message, status.message
+        assert server.null_id_errors == nulls
+        assert not server.stray_responses, server.stray_responses
