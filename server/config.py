@@ -227,21 +227,47 @@ def resolve(*layers: Mapping[str, Any], base: Settings | None = None) -> tuple[S
             errors.append(f"settings: expected an object, got {type(layer).__name__}")
             continue
         settings = merge(settings, layer, "", errors)
-    errors.extend(_check_ranges(settings))
-    return settings, errors
+    settings, problems = _check_ranges(settings, base or Settings())
+    return settings, errors + problems
 
 
-def _check_ranges(s: Settings) -> list[str]:
+# Bounds of numeric settings: a value outside them is reported and the previous value kept, so a typo
+# (a deadline of -300, a debounce of an hour) cannot leave the server answering nothing.
+RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("completion", "deadline_ms"): (1, 10_000),
+    ("completion", "max_tokens"): (1, 512),
+    ("completion", "single_line_max_tokens"): (1, 512),
+    ("completion", "debounce_ms"): (0, 2_000),
+    ("completion", "max_lines"): (1, 200),
+    ("completion", "context_tokens"): (32, 131_072),
+    ("completion", "suffix_lines"): (0, 200),
+    ("completion", "window_step_lines"): (1, 1_000),
+    ("completion", "temperature"): (0.0, 2.0),
+    ("model", "threads"): (0, 1_024),
+    ("model", "n_ctx"): (128, 1_048_576),
+    ("model", "timeout_ms"): (100, 600_000),
+    ("telemetry", "flush_interval_s"): (0.01, 3_600),
+    ("telemetry", "metrics_port"): (0, 65_535),
+}
+
+
+def _check_ranges(s: Settings, base: Settings) -> tuple[Settings, list[str]]:
     problems = []
+    for (section, key), (lo, hi) in RANGES.items():
+        value = getattr(getattr(s, section), key)
+        if not lo <= value <= hi:
+            kept = getattr(getattr(base, section), key)
+            problems.append(
+                f"{section}.{key} must be between {lo:g} and {hi:g}; got {value:g}, kept {kept:g}"
+            )
+            s = dataclasses.replace(s, **{section: dataclasses.replace(getattr(s, section), **{key: kept})})
     c = s.completion
-    if c.deadline_ms <= 0:
-        problems.append("completion.deadline_ms must be positive")
-    if not 1 <= c.max_tokens <= 512:
-        problems.append("completion.max_tokens must be between 1 and 512")
-    if c.context_tokens < 32 or c.context_tokens > s.model.n_ctx - c.max_tokens:
+    if c.context_tokens > s.model.n_ctx - c.max_tokens:
+        fitted = max(32, s.model.n_ctx - c.max_tokens)
         problems.append(
-            "completion.context_tokens must be at least 32 and leave room for max_tokens in model.n_ctx"
+            f"completion.context_tokens must leave room for max_tokens in model.n_ctx; using {fitted}"
         )
+        s = dataclasses.replace(s, completion=dataclasses.replace(c, context_tokens=fitted))
     if s.experiment.name and not s.experiment.arms:
         problems.append("experiment.arms: an experiment needs at least one arm")
     names = [a.name for a in s.experiment.arms]
@@ -249,7 +275,7 @@ def _check_ranges(s: Settings) -> list[str]:
         problems.append("experiment.arms: every arm needs a unique name")
     if any(a.weight < 0 for a in s.experiment.arms):
         problems.append("experiment.arms: weights must not be negative")
-    return problems
+    return s, problems
 
 
 def with_arm(settings: Settings, arm: ArmSettings) -> tuple[Settings, list[str]]:

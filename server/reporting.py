@@ -25,4 +25,5 @@ def session_report(session: Session, since: str) -> dict[str, Any]:
         from telemetry.store import default_db_path
 
         paths = [default_db_path()]
-    return {"text": report.render_text(paths, since=since), "data": report.render_json(paths, since=since)}
+    data = report.load_report(paths, since=since)  # read the store once for both forms
+    return {"text": report.render(data), "data": data}

@@ -57,3 +57,18 @@ def test_invalid_toml_is_reported(tmp_path: Path) -> None:
     errors: list[str] = []
     assert load_toml(path, errors) == {}
     assert "invalid TOML" in errors[0]
+
+
+def test_values_out_of_range_are_reported_and_the_previous_ones_kept() -> None:
+    base, errors = resolve({"completion": {"debounceMs": 50}})
+    assert errors == []
+    settings, errors = resolve(
+        {"completion": {"debounceMs": 3_600_000, "deadlineMs": -300, "temperature": 0.2}}, base=base
+    )
+    assert settings.completion.debounce_ms == 50 and settings.completion.deadline_ms == 300
+    assert settings.completion.temperature == 0.2
+    assert len(errors) == 2 and all("kept" in e for e in errors), errors
+    squeezed, errors = resolve(
+        {"model": {"nCtx": 512}, "completion": {"contextTokens": 600, "maxTokens": 40}}
+    )
+    assert squeezed.completion.context_tokens == 472 and "using 472" in errors[0]

@@ -112,3 +112,26 @@ async def test_a_broken_model_is_reported_once_and_replaced_by_a_good_one(
         assert suggestion, "no suggestion within 30 s of pointing the settings at a good model"
         assert server.returncode is None
     assert len(told) == 1, f"the user was told {len(told)} times: {[m.get('message') for m in told]}"
+
+
+async def test_a_settings_change_to_a_broken_model_is_told_at_once(tmp_path: Path) -> None:
+    """The new model is loaded when the settings change, not at the next keystroke: the user hears of a
+    bad path while looking at the settings, without typing.  Bad values for setEnabled are refused."""
+    async with raw_session(
+        tmp_path / "t.db", backend="llama", options={"completion": {"prewarm": False}}
+    ) as server:
+        await server.request("opportune/status", {}, timeout=60)
+        missing = tmp_path / "typo-in-the-path.gguf"
+        await server.notify(
+            "workspace/didChangeConfiguration", {"settings": {"opportune": {"model": {"path": str(missing)}}}}
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(missing.name in str(m) for m in server.shown_messages):
+            await asyncio.sleep(0.1)
+        assert any(missing.name in str(m.get("message")) for m in server.shown_messages), (
+            server.shown_messages
+        )
+        refused = await server.request("opportune/setEnabled", {"enabled": "false"})
+        assert refused.message["error"]["code"] == -32602
+        status = await server.request("opportune/status", {})
+        assert status.message["result"]["enabled"] is True
