@@ -1,12 +1,14 @@
 """`opportune eval`: quality and offline CPO of configurations on real code, compared paired on the same tasks.
 
     opportune eval --config A.toml --config B.toml [--corpus PATH ...] [--tasks N] [--quick]
-                   [--out DIR] [--seed S]
+                   [--out DIR] [--seed S] [--run-tests [--test-timeout S] [--test-memory-mb MB]]
 
 A configuration is an opportune.toml fragment (``[completion] prompt_strategy = "prefix"``) applied over the
 defaults, named after its file; ``NAME=FILE`` names it, and ``builtin:WORDS`` uses a preset such as
 ``builtin:prefix+ctx256`` (see ``server.eval.runner.preset_layer``).  ``--quick`` is the CI size: 12 tasks
 and about 150 typed characters per configuration, a few minutes on two cores with the embedded model.
+``--run-tests`` also runs the corpus's own tests with each completion inserted, sandboxed
+(``server.eval.execution``); it is opt-in because it costs a test run per task and configuration.
 """
 
 from __future__ import annotations
@@ -19,11 +21,17 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.backends.base import BackendError
+from server.eval.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from server.eval.runner import ConfigResult
+    from server.eval.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +86,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=argparse.SUPPRESS,  # <1 shrinks the typist's pauses: for tests of the harness, never for numbers
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--run-tests",
+        action="store_true",
+        help="also run the corpus's tests with each completion inserted (sandboxed, slow; Python only)",
+    )
+    parser.add_argument(
+        "--test-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"wall-clock limit of one test run (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--test-memory-mb",
+        type=int,
+        default=DEFAULT_MEMORY_MB,
+        metavar="MB",
+        help=f"address-space limit of one test run (default {DEFAULT_MEMORY_MB})",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,6 +131,9 @@ async def _run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     started_at = datetime.now(UTC)
+    if args.test_timeout <= 0 or args.test_memory_mb <= 0:
+        print("opportune eval: --test-timeout and --test-memory-mb must be positive", file=sys.stderr)
+        return 2
     try:
         configs = [load_configuration(spec) for spec in args.config]
     except ConfigError as e:
@@ -161,6 +191,9 @@ async def _run(args: argparse.Namespace) -> int:
             return 2
         print(f"opportune eval: {config.name} done in {result.seconds:.0f} s", file=sys.stderr)
         results.append(result)
+    test_limits = ""
+    if args.run_tests and tasks:
+        test_limits = _run_tests(args, tasks, results)
     info = RunInfo(
         command=shlex.join(["opportune", *sys.argv[1:]]),
         corpus=corpus,
@@ -182,9 +215,22 @@ async def _run(args: argparse.Namespace) -> int:
             "read back with telemetry.cpo, the code of the online report.",
             "Intervals: paired bootstrap over tasks (quality) and over typed spans (funnel ratios), percentile, "
             f"seed {args.seed}.  With few tasks or spans they are wide: read them before the point estimates.",
-            "Tests of the corpus are not run with the completion inserted.",
         ],
+        tests_run=bool(args.run_tests and tasks),
+        test_limits=test_limits,
     )
+    if info.tests_run:
+        from server.eval.execution import MAX_TEST_FILES
+
+        info.notes.append(
+            "Tests: each Python completion written into a copy of its project, the test files that import the "
+            "edited module run (those passing on the untouched code, at most "
+            f"{MAX_TEST_FILES} per module) with the interpreter's own pytest plugins off; tasks with no such "
+            "test are not counted.  A pass says the tests did not notice a difference, not that the "
+            "completion is right: how much that means depends on how well the module is tested."
+        )
+    else:
+        info.notes.append("Tests of the corpus were not run with the completions inserted (see --run-tests).")
     if len(tasks) < SMALL_SAMPLE or (spans and len(spans) < SMALL_SAMPLE):
         info.notes.append(
             f"Small sample ({len(tasks)} tasks, {len(spans)} spans): a percentile bootstrap over fewer than "
@@ -198,6 +244,33 @@ async def _run(args: argparse.Namespace) -> int:
     print(f"opportune eval: report in {report}", file=sys.stderr)
     print(report.read_text())
     return 0
+
+
+def _run_tests(args: argparse.Namespace, tasks: Sequence[Task], results: Sequence[ConfigResult]) -> str:
+    """Fill each result's ``tests``; returns the limits as the report states them."""
+    from server.eval.corpus import roots_with_tests
+    from server.eval.execution import ExecutionLimits, run_task_tests
+    from server.eval.runner import _progress
+    from server.eval.sandbox import network_isolation
+
+    limits = ExecutionLimits(timeout_s=args.test_timeout, memory_mb=args.test_memory_mb)
+    trees = roots_with_tests(args.corpus or (), warn=lambda m: print(f"opportune eval: {m}", file=sys.stderr))
+    started = time.perf_counter()
+    with _progress(len(tasks), "tests", not args.no_progress, "task") as bar:
+        outcomes = run_task_tests(
+            tasks,
+            {r.config.name: [t.prediction for t in r.tasks] for r in results},
+            trees,
+            limits,
+            progress=lambda: bar.update(1),
+        )
+    for result in results:
+        result.tests = outcomes[result.config.name]
+    print(f"opportune eval: tests done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return (
+        f"{limits.timeout_s:g} s wall clock, {limits.memory_mb} MB address space, no network "
+        f"({network_isolation()}), at most {limits.max_test_files} test files per module"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -177,6 +177,68 @@ def fetch_package(package: Package, cache: Path, runner: Runner = _run) -> Path:
     return target
 
 
+def fetch_sdist(package: Package, cache: Path, runner: Runner = _run) -> Path:
+    """The unpacked source distribution of a PyPI package (it holds the tests a wheel leaves out).
+
+    ``pip download --no-binary :all:`` through pip, the ordinary client; cached next to the installed files.
+    """
+    if package.registry != "pypi":
+        raise CorpusError(f"{package.requirement}: only PyPI packages have source distributions here")
+    target = cache / "pypi-sdist" / package.key
+    if (target / _COMPLETE_MARKER).is_file():
+        return target
+    if target.exists():
+        shutil.rmtree(target)  # an interrupted earlier fetch
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{package.key}-", dir=target.parent) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet"]
+        cmd += ["--dest", tmp, package.requirement]
+        done = runner(cmd)
+        if done.returncode != 0:
+            raise CorpusError(f"pip could not download {package.requirement}: {_last_line(done.stderr)}")
+        archives = sorted(Path(tmp).glob("*.tar.gz")) + sorted(Path(tmp).glob("*.zip"))
+        if not archives:
+            raise CorpusError(f"pip download {package.requirement}: no source distribution")
+        staging = Path(tmp) / "files"
+        if archives[0].suffix == ".zip":
+            shutil.unpack_archive(archives[0], staging)
+        else:
+            with tarfile.open(archives[0]) as archive:
+                archive.extractall(staging, filter="data")
+        inner = [p for p in staging.iterdir() if p.is_dir()]
+        if len(inner) == 1 and not any(p.is_file() for p in staging.iterdir()):
+            staging = inner[0]  # "name-version/" at the top of every sdist
+        (staging / _COMPLETE_MARKER).write_text(package.requirement + "\n")
+        shutil.move(str(staging), str(target))
+    return target
+
+
+def roots_with_tests(
+    paths: Sequence[Path] = (),
+    cache: Path | None = None,
+    packages: Sequence[Package] = PINNED,
+    warn: Callable[[str], None] = log.warning,
+    runner: Runner = _run,
+) -> list[CorpusRoot]:
+    """The trees holding the corpus's tests, one per project (named as the corpus files' ``project``).
+
+    Folders given by the user are their own test trees; the pinned PyPI packages' tests come from their
+    source distributions (fetched on first use); npm packages ship none.
+    """
+    if paths:
+        return [r for r in folder_roots(paths) if r.path.is_dir()]
+    cache = cache or corpus_cache()
+    roots: list[CorpusRoot] = []
+    for package in packages:
+        if package.registry != "pypi":
+            continue
+        try:
+            roots.append(CorpusRoot(package.key, fetch_sdist(package, cache, runner)))
+        except (CorpusError, OSError, subprocess.SubprocessError, tarfile.TarError, shutil.ReadError) as e:
+            warn(f"tests of {package.requirement} unavailable: {e}")
+    return roots
+
+
 def default_roots(
     cache: Path | None = None,
     packages: Sequence[Package] = PINNED,

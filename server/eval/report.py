@@ -3,7 +3,8 @@
 The first configuration is the baseline; every other one is compared with it (B − A) with paired bootstrap
 intervals (``server.eval.stats``).  Files written to the output folder:
 
-- ``report.md``: the tables (quality overall and by task kind, the typing funnel and CPO, latency);
+- ``report.md``: the tables (quality overall and by task kind, the corpus's tests with each completion
+  inserted when ``--run-tests`` was given, the typing funnel and CPO, latency);
 - ``quality_by_kind.png``, ``cpo_funnel.png``, ``latency.png`` (matplotlib, Agg backend: no display);
 - ``results.json``: everything in the tables, machine-readable;
 - ``tasks.jsonl``: every task with the truth and each configuration's suggestion, for reading by eye.
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from server.eval.execution import exclusion_reasons, pass_rate
 from server.eval.metrics import LOWER_IS_BETTER, METRIC_NAMES
 from server.eval.runner import ConfigResult
 from server.eval.stats import Interval, format_interval, paired_mean_difference, paired_ratio_difference
@@ -53,6 +55,8 @@ class RunInfo:
     started: str
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    tests_run: bool = False  # --run-tests: the corpus's tests were run with each completion inserted
+    test_limits: str = ""  # e.g. "60 s, 1024 MB, unshare --net + python audit hook"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -75,6 +79,65 @@ def quality_differences(base: ConfigResult, other: ConfigResult, seed: int) -> d
     return {
         m: paired_mean_difference(metric_values(base, m), metric_values(other, m), seed=seed)
         for m in METRIC_NAMES
+    }
+
+
+def tests_values(result: ConfigResult) -> list[float]:
+    """1.0 passed / 0.0 failed per task that counts (the same tasks for every configuration)."""
+    return [v for v in (t.value for t in result.tests) if v is not None]
+
+
+def tests_difference(base: ConfigResult, other: ConfigResult, seed: int) -> Interval:
+    if [t.task_id for t in base.tests] != [t.task_id for t in other.tests] or [
+        t.runnable for t in base.tests
+    ] != [t.runnable for t in other.tests]:
+        raise ValueError("configurations' tests ran on different tasks; the comparison would not be paired")
+    return paired_mean_difference(tests_values(base), tests_values(other), seed=seed)
+
+
+def _tests_section(results: Sequence[ConfigResult], info: RunInfo) -> list[str]:
+    base, others = results[0], results[1:]
+    if not info.tests_run:
+        return [
+            "",
+            "## Tests pass",
+            "",
+            "Not run: the corpus's tests are run with each completion inserted only with `--run-tests` (slow).",
+        ]
+    names = [r.config.name for r in results]
+    diff_headers = [f"{r.config.name} − {base.config.name} [95% CI]" for r in others]
+    rates = [pass_rate(r.tests) for r in results]
+    head = rates[0]
+    out = ["", f"## Tests pass ({head.runnable} of {head.tasks} tasks runnable, paired)", ""]
+    if info.test_limits:
+        out += [f"Each run: {info.test_limits}.", ""]
+    blank = ["" for _ in others]
+    rows = [
+        ["tasks whose tests ran", *[str(x.runnable) for x in rates], *blank],
+        ["passed", *[str(x.passed) for x in rates], *blank],
+        ["failed", *[str(x.failed) for x in rates], *blank],
+        ["of which timed out", *[str(x.timed_out) for x in rates], *blank],
+        ["of which out of memory", *[str(x.out_of_memory) for x in rates], *blank],
+    ]
+    row = ["**tests pass rate** ↑", *[_fmt(x.rate) for x in rates]]
+    row += [format_interval(tests_difference(base, r, info.seed)) for r in others]
+    rows.append(row)
+    out += _table(["", *names, *diff_headers], rows)
+    reasons = exclusion_reasons(base.tests)
+    if reasons:
+        out += ["", "Not counted: " + "; ".join(f"{why}: {n}" for why, n in reasons.items()) + "."]
+    return out
+
+
+def _tests_json(result: ConfigResult, info: RunInfo) -> dict[str, Any] | None:
+    if not info.tests_run:
+        return None
+    rate = pass_rate(result.tests)
+    return {
+        **asdict(rate),
+        "runnable": rate.runnable,
+        "pass_rate": rate.rate,
+        "excluded": exclusion_reasons(result.tests),
     }
 
 
@@ -162,6 +225,8 @@ def render_markdown(results: Sequence[ConfigResult], info: RunInfo) -> str:
                 row.append(f"{_fmt(es, 2)} / {_fmt(em, 2)}")
             rows.append(row)
         out += _table(["kind", "n", *names], rows)
+
+    out += _tests_section(results, info)
 
     if any(r.spans for r in results):
         out += ["", f"## Typing simulation ({len(base.spans)} spans, paired by span)", ""]
@@ -300,6 +365,7 @@ def results_json(results: Sequence[ConfigResult], info: RunInfo) -> dict[str, An
                     "p50": _percentile(r.typing_latencies_ms, 50),
                     "p95": _percentile(r.typing_latencies_ms, 95),
                 },
+                "tests": _tests_json(r, info),
                 "problems": r.problems,
             }
         )
@@ -310,6 +376,8 @@ def results_json(results: Sequence[ConfigResult], info: RunInfo) -> dict[str, An
             entry["quality"] = {
                 m: _interval_dict(i) for m, i in quality_differences(base, r, info.seed).items()
             }
+        if info.tests_run:
+            entry["tests_pass"] = _interval_dict(tests_difference(base, r, info.seed))
         if base.spans and r.spans:
             entry["typing"] = {
                 m: _interval_dict(i) for m, i in typing_differences(base, r, info.seed).items()
@@ -329,6 +397,8 @@ def write_report(results: Sequence[ConfigResult], info: RunInfo, out: Path) -> P
             for r in results:
                 t = r.tasks[i]
                 row[r.config.name] = {"suggestion": t.prediction, **t.scores.as_dict()}
+                if r.tests:
+                    row[r.config.name]["tests"] = {"status": r.tests[i].status, "detail": r.tests[i].detail}
             f.write(json.dumps(row) + "\n")
     path = out / "report.md"
     path.write_text(render_markdown(results, info))

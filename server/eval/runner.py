@@ -40,6 +40,7 @@ from server.backends.base import Backend, BackendError
 from server.config import Settings, as_dict, load_toml, resolve
 from server.documents import Document
 from server.engine import Engine
+from server.eval.execution import TaskTests
 from server.eval.metrics import Scores, score
 from server.eval.tasks import Span, Task
 from server.eval.typing import ReplayStats, TypingModel, replay
@@ -177,6 +178,9 @@ class ConfigResult:
     typing_latencies_ms: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # The corpus's tests with each completion inserted (server.eval.execution), aligned with ``tasks``;
+    # empty when they were not run (``opportune eval --run-tests``).
+    tests: list[TaskTests] = field(default_factory=list)
 
 
 class EventRouter:
