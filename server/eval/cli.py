@@ -211,8 +211,12 @@ async def _run(args: argparse.Namespace) -> int:
             "measures what the model and the prompt can do; speed is measured by the typing.",
             "Context: the engine shows the model only the current file; other files of the project are not in "
             "the prompt, so cross-file context is not measured.",
-            "Typing: real time on the real model (server.eval.typing.replay), events recorded by the engine and "
-            "read back with telemetry.cpo, the code of the online report.",
+            (
+                "Typing: real time on the real model (server.eval.typing.replay), events recorded by the engine "
+                "and read back with telemetry.cpo, the code of the online report."
+                if spans
+                else "Typing: not run (no spans typed), so no funnel or CPO."
+            ),
             "Intervals: paired bootstrap over tasks (quality) and over typed spans (funnel ratios), percentile, "
             f"seed {args.seed}.  With few tasks or spans they are wide: read them before the point estimates.",
         ],
