@@ -789,6 +789,8 @@ class Engine:
             def context_at_line(line: int) -> SyntaxContext:
                 found = memo.get(line)
                 if found is None:
+                    if len(memo) >= 64:  # a user roaming a long file: bounded, at the cost of one re-query
+                        memo.clear()
                     at = int(line_starts[min(line, len(line_starts) - 1)])
                     start = utf8_len(text[:at])
                     found = memo[line] = tree.context_at(start, visible_range=(start, cursor_byte))
