@@ -234,7 +234,7 @@ def resolve(*layers: Mapping[str, Any], base: Settings | None = None) -> tuple[S
 # Bounds of numeric settings: a value outside them is reported and the previous value kept, so a typo
 # (a deadline of -300, a debounce of an hour) cannot leave the server answering nothing.
 RANGES: dict[tuple[str, str], tuple[float, float]] = {
-    ("completion", "deadline_ms"): (1, 10_000),
+    ("completion", "deadline_ms"): (1, 600_000),  # remote backends and the eval wait long
     ("completion", "max_tokens"): (1, 512),
     ("completion", "single_line_max_tokens"): (1, 512),
     ("completion", "debounce_ms"): (0, 2_000),

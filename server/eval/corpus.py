@@ -137,14 +137,21 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def _fetched(target: Path) -> bool:
+    """Whether an earlier fetch into ``target`` finished; if not, what an interrupted one left is cleared."""
+    if (target / _COMPLETE_MARKER).is_file():
+        return True
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return False
+
+
 def fetch_package(package: Package, cache: Path, runner: Runner = _run) -> Path:
     """The folder holding ``package``'s files, installing it into ``cache`` on first use."""
     target = cache / package.registry / package.key
-    if (target / _COMPLETE_MARKER).is_file():
+    if _fetched(target):
         return target
-    if target.exists():
-        shutil.rmtree(target)  # an interrupted earlier fetch
-    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{package.key}-", dir=target.parent) as tmp:
         staging = Path(tmp) / "files"
         if package.registry == "pypi":
@@ -185,11 +192,8 @@ def fetch_sdist(package: Package, cache: Path, runner: Runner = _run) -> Path:
     if package.registry != "pypi":
         raise CorpusError(f"{package.requirement}: only PyPI packages have source distributions here")
     target = cache / "pypi-sdist" / package.key
-    if (target / _COMPLETE_MARKER).is_file():
+    if _fetched(target):
         return target
-    if target.exists():
-        shutil.rmtree(target)  # an interrupted earlier fetch
-    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{package.key}-", dir=target.parent) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet"]
         cmd += ["--dest", tmp, package.requirement]
