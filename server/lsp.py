@@ -100,10 +100,19 @@ class OpportuneProtocol(LanguageServerProtocol):
         future = self._request_futures.get(msg_id)
         if future is not None:
             futures = self._request_futures
+            loop = asyncio.get_running_loop()
 
             def forget(done: Any, key: Any = msg_id) -> None:
-                if futures.get(key) is done:
-                    futures.pop(key, None)
+                def drop() -> None:
+                    if futures.get(key) is done:
+                        futures.pop(key, None)
+
+                # Later, on the loop: pygls's shutdown cancels pending futures while iterating this dict,
+                # and a concurrent Future (a generator handler's) runs its callbacks inside cancel().
+                try:
+                    loop.call_soon_threadsafe(drop)
+                except RuntimeError:  # the loop is closed: nothing iterates the dict any more
+                    drop()
 
             future.add_done_callback(forget)
 

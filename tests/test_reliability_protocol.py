@@ -9,6 +9,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -252,3 +253,31 @@ async def test_malformed_envelopes_get_the_errors_json_rpc_names(tmp_path: Path)
         assert "result" in status.message, status.message
         assert server.null_id_errors == nulls
         assert not server.stray_responses, server.stray_responses
+
+
+async def test_shutdown_while_a_handler_is_still_running() -> None:
+    """A shutdown that arrives while a notification's handler still runs (the model loading after
+    `initialized`): pygls cancels the pending futures while iterating them, and the server's cleanup of
+    finished futures must not change that dict under it (it did: 'dictionary changed size during
+    iteration', no answer to shutdown, the client hung)."""
+    from server.lsp import build_server
+
+    server = build_server()
+    protocol = server.protocol
+    gate = asyncio.Event()
+
+    async def loading() -> None:
+        await gate.wait()
+
+    def notification() -> Any:
+        yield loading, (), None
+
+    protocol._execute_handler("initialized-1", notification, callback=lambda _f: None)
+    assert "initialized-1" in protocol._request_futures
+    shutdown = protocol.lsp_shutdown()
+    next(shutdown)  # the server's own shutdown handler runs here
+    with pytest.raises(StopIteration):
+        shutdown.send(None)
+    await asyncio.sleep(0)
+    assert "initialized-1" not in protocol._request_futures
+    gate.set()
