@@ -134,12 +134,12 @@ class Document:
     def position_at(self, offset: int) -> Position:
         offset = max(0, min(offset, len(self.text)))
         line = self.line_of(offset)
-        return Position(line, utf16_len(self.text[int(self._line_starts[line]) : offset]))
+        return Position(line, utf16_len(self.text[self.line_start(line) : offset]))
 
     def point_at(self, offset: int) -> tuple[int, int]:
         """tree-sitter point (row, UTF-8 byte column) of a str offset."""
         line = self.line_of(offset)
-        return (line, utf8_len(self.text[int(self._line_starts[line]) : offset]))
+        return (line, utf8_len(self.text[self.line_start(line) : offset]))
 
     def byte_offset(self, offset: int) -> int:
         # O(1) for ASCII text; otherwise O(offset), which only parsed (size-limited) documents ask for.

@@ -217,6 +217,12 @@ class Engine:
         self.backend()
         return self._backend_error
 
+    async def load(self) -> None:
+        """Load the model on the worker, off the event loop, and tell the user once if it cannot be."""
+        error = await asyncio.get_running_loop().run_in_executor(self._worker, self.load_backend)
+        if error:
+            self.tell_user_once(f"Opportune: {error}")
+
     def reconfigure(self, settings: Settings) -> None:
         """New settings; the model is reloaded on next use when its settings changed."""
         model_changed = settings.model != self.settings.model
@@ -558,7 +564,7 @@ class Engine:
         stages["trigger"] = (time.perf_counter() - started) * 1000
 
         syntax = self._syntax(state, cursor)
-        shape = self._shape(syntax, line_prefix, line_suffix, doc.text[cursor : cursor + LINE_CHARS])
+        shape = self._shape(syntax, doc, cursor, line_prefix, line_suffix)
         text_now = doc.text  # a snapshot: str is immutable, and later keystrokes replace doc.text
         attempt_id = ev.new_id()
 
@@ -775,7 +781,7 @@ class Engine:
         doc = state.doc
         tree = state.tree
         text = doc.text
-        lo, hi = self._prompt_span(doc, cursor)
+        lo, hi, first_line = self._prompt_span(doc, cursor)
         context_at_line = None
         if tree is not None and syntax is not None:
             # Runs on the worker: only immutable snapshots here (the text, the line index list, the tree's
@@ -799,15 +805,16 @@ class Engine:
         return PromptInput(
             text=text[lo:hi],
             cursor=cursor - lo,
-            first_line=doc.line_of(lo),
+            first_line=first_line,
             path=self._display_path(doc.uri),
             language=state.language,
             syntax=syntax,
             context_at_line=context_at_line,
         )
 
-    def _prompt_span(self, doc: Document, cursor: int) -> tuple[int, int]:
-        """The part of the document a prompt can use: whole lines back to its reach, the suffix lines after."""
+    def _prompt_span(self, doc: Document, cursor: int) -> tuple[int, int, int]:
+        """The part of the document a prompt can use (whole lines back to its reach, the suffix lines after):
+        its start and end offsets and the line it starts on."""
         c = self.settings.completion
         reach = reach_chars(c.context_tokens)
         line = doc.line_of(cursor)
@@ -815,13 +822,14 @@ class Engine:
         if first <= line:
             lo = doc.line_start(first)
         else:
+            first = line
             # The cursor's own line is longer than the reach (minified code): start mid-line, on a grid so
             # that the start stays put for a while as the user types.
             step = max(1, reach // 4)
             lo = max(doc.line_start(line), -(-(cursor - reach) // step) * step)
         last = line + c.suffix_lines + 1
         hi = doc.line_start(last) if last < doc.line_count else len(doc.text)
-        return lo, min(hi, cursor + reach)
+        return lo, min(hi, cursor + reach), first
 
     def _syntax(self, state: DocState, cursor: int) -> SyntaxContext | None:
         if state.tree is None:
@@ -832,7 +840,10 @@ class Engine:
             log.exception("syntax context failed")
             return None
 
-    def _shape(self, syntax: SyntaxContext | None, line_prefix: str, line_suffix: str, after: str) -> Shape:
+    def _shape(
+        self, syntax: SyntaxContext | None, doc: Document, cursor: int, line_prefix: str, line_suffix: str
+    ) -> Shape:
+        after = doc.text[cursor : cursor + LINE_CHARS]
         policy = self.settings.completion.multiline
         multiline = policy == "always" or (policy == "auto" and syntax is not None and syntax.multiline)
         if line_suffix.strip():
@@ -940,7 +951,7 @@ class Engine:
         if should_trigger(line_prefix, line_suffix):
             return
         syntax = self._syntax(state, cursor)
-        shape = self._shape(syntax, line_prefix, line_suffix, doc.text[cursor : cursor + LINE_CHARS])
+        shape = self._shape(syntax, doc, cursor, line_prefix, line_suffix)
         self._cancel_live()
         live = Live.at_cursor(doc.uri, doc.text, cursor, shape)
         self.live = live

@@ -53,10 +53,13 @@ class OpportuneProtocol(LanguageServerProtocol):
                 self._send_response(message["id"], error=JsonRpcInvalidRequest(problem).to_response_error())
             return
         is_request = "id" in message and "method" in message
-        if is_request and "params" not in message and str(message["method"]).startswith("opportune/"):
-            message = {**message, "params": {}}  # our own requests take optional params, as JSON-RPC allows
         if is_request:
-            kind = self.get_message_type(str(message["method"]))
+            if "params" not in message and message["method"].startswith("opportune/"):
+                message = {
+                    **message,
+                    "params": {},
+                }  # our own requests take optional params, as JSON-RPC allows
+            kind = self.get_message_type(message["method"])
             if kind is not None and kind.__name__.endswith("Notification"):
                 # A notification method sent as a request: pygls would run it and never answer.
                 self._send_response(message["id"], error=JsonRpcInvalidRequest().to_response_error())
@@ -162,11 +165,8 @@ class OpportuneServer(LanguageServer):
 
 
 def _field(params: Any, name: str, default: Any = None) -> Any:
-    value = params.get(name, default) if isinstance(params, Mapping) else getattr(params, name, default)
-    if isinstance(value, str):
-        # A lone surrogate from the client must not reach the store: SQLite cannot encode it.
-        return value.encode("utf-8", "replace").decode("utf-8")
-    return value
+    # A lone surrogate in a string from the client is made storable by telemetry.schema, like every value.
+    return params.get(name, default) if isinstance(params, Mapping) else getattr(params, name, default)
 
 
 def _plain(value: Any) -> Any:
@@ -195,7 +195,7 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
             options = {}
         root = params.root_uri or (params.workspace_folders[0].uri if params.workspace_folders else None)
         workspace = Path(to_fs_path(root) or ".") if root else None
-        client = _field(params.client_info, "name", "") if params.client_info else ""
+        client = params.client_info.name if params.client_info else ""
         if client and "clientName" not in options and "client_name" not in options:
             options = {**options, "clientName": client}
         if ls.session is not None:  # a second initialize: replace the session, leak nothing
@@ -209,10 +209,7 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
         engine = ls.engine
         if engine is None:
             return
-        # Load the model now, off the event loop, so the first keystroke does not pay for it.
-        error = await asyncio.get_running_loop().run_in_executor(engine._worker, engine.load_backend)
-        if error:
-            engine.tell_user_once(f"Opportune: {error}")
+        await engine.load()  # now, so the first keystroke does not pay for it
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: OpportuneServer, *args: Any) -> None:
@@ -358,8 +355,6 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
         engine.reconfigure(new)
         # A new model (or the old one fixed) is loaded now, not at the next keystroke, and a failure is
         # told now, while the user is looking at the settings they just changed.
-        error = await asyncio.get_running_loop().run_in_executor(engine._worker, engine.load_backend)
-        if error:
-            engine.tell_user_once(f"Opportune: {error}")
+        await engine.load()
 
     return server
