@@ -157,7 +157,7 @@ class RawServer:
         env: dict[str, str] | None = None,
         stderr_path: Path | None = None,
     ) -> None:
-        self.cmd = [sys.executable, "-m", "server.cli", "serve", "--backend", backend]
+        self.cmd = [sys.executable, "-m", "opportune.server.cli", "serve", "--backend", backend]
         if db is not None:
             self.cmd += ["--db", str(db)]
         self.cmd += list(extra)

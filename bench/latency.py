@@ -53,7 +53,7 @@ from lsprotocol import types  # noqa: E402
 from pytest_lsp import client_capabilities  # noqa: E402
 from pytest_lsp.client import make_test_lsp_client  # noqa: E402
 
-from server.eval.typing import TypingModel, accept_length  # noqa: E402
+from opportune.server.eval.typing import TypingModel, accept_length  # noqa: E402
 
 FILES = ("textwrap.py", "shlex.py", "fractions.py", "string.py", "calendar.py")
 
@@ -112,7 +112,7 @@ def spans(files: list[tuple[str, str]], count: int, chars: int, seed: int) -> li
 @contextlib.asynccontextmanager
 async def opportune(db: Path, options: dict[str, Any], model: str | None) -> Any:
     client = make_test_lsp_client()
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--db", str(db)]
+    cmd = [sys.executable, "-m", "opportune.server.cli", "serve", "--db", str(db)]
     if model:
         cmd += ["--model", model]
     await client.start_io(*cmd, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -174,7 +174,7 @@ async def part1(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     )
     from llama_cpp import Llama
 
-    from server.models import resolve_model_path
+    from opportune.server.models import resolve_model_path
 
     threads = max(1, (os.cpu_count() or 2) // 2)
     llm = Llama(
@@ -321,8 +321,8 @@ async def part2(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             spans(source_files(args.files), args.spans, args.chars, args.seed)
         ):
             await type_span_lsp(client, f"file:///bench/t{k}/{name}", text, start, end, typing, r)
-    from telemetry.cpo import summarise
-    from telemetry.store import open_events
+    from opportune.telemetry.cpo import summarise
+    from opportune.telemetry.store import open_events
 
     (summary,) = summarise(open_events([db]))
     f = summary.funnel
@@ -352,7 +352,7 @@ async def part3(args: argparse.Namespace, work: Path) -> dict[str, Any] | None:
         return None
     import httpx
 
-    from server.models import resolve_model_path
+    from opportune.server.models import resolve_model_path
 
     port = free_port()
     log = (work / "llama-server.log").open("w")

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from server import __version__
-from server.backends.base import BackendError
+from opportune.server import __version__
+from opportune.server.backends.base import BackendError
 
 
 def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -45,8 +45,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from server.lsp import build_server
-    from server.session import start_session
+    from opportune.server.lsp import build_server
+    from opportune.server.session import start_session
 
     overrides = _model_overrides(args)
 
@@ -63,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    from server.oneshot import complete_file
+    from opportune.server.oneshot import complete_file
 
     try:
         text = complete_file(
@@ -80,7 +80,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from server.demo import run_demo
+    from opportune.server.demo import run_demo
 
     try:
         return asyncio.run(run_demo(args, _model_overrides(args)))
@@ -90,7 +90,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from server.models import default_model_path, resolve_model_path
+    from opportune.server.models import default_model_path, resolve_model_path
 
     try:
         path = resolve_model_path(str(args.model) if args.model else "")
@@ -148,10 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path)
     p.set_defaults(func=cmd_model)
 
-    _delegate("telemetry.report", "report", "CPO and its factors from the telemetry store", sub)
-    _delegate("telemetry.export", "export", "export telemetry events (ndjson, parquet)", sub)
-    _delegate("server.eval.cli", "eval", "offline evaluation of configurations on real code", sub)
-    _delegate("telemetry.dashboard.app", "dashboard", "a local web dashboard of the telemetry", sub)
+    _delegate("opportune.telemetry.report", "report", "CPO and its factors from the telemetry store", sub)
+    _delegate("opportune.telemetry.export", "export", "export telemetry events (ndjson, parquet)", sub)
+    _delegate("opportune.server.eval.cli", "eval", "offline evaluation of configurations on real code", sub)
+    _delegate("opportune.telemetry.dashboard.app", "dashboard", "a local web dashboard of the telemetry", sub)
     return parser
 
 

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from server.backends.base import BackendError
-from server.engine import Suggestion
-from server.eval.typing import TypingModel, replay
-from server.session import start_session
+from opportune.server.backends.base import BackendError
+from opportune.server.engine import Suggestion
+from opportune.server.eval.typing import TypingModel, replay
+from opportune.server.session import start_session
 
 DEFAULT_MODULE = "textwrap.py"
 
@@ -100,7 +100,7 @@ async def run_demo(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         f"accepted {stats.accepted} ({stats.accepted_chars} chars of {end - start})"
     )
     print()
-    from server.reporting import store_report
+    from opportune.server.reporting import store_report
 
     print(store_report([Path(session.settings.telemetry.db)]))
     if tmp is not None:

@@ -1,7 +1,7 @@
 """One completion request end to end: opportunity, trigger rules, typeahead cache, debounce, context,
 model call under a deadline, post-processing, and the telemetry of what became of it.
 
-The engine knows nothing of LSP: ``server.lsp`` translates protocol messages into these calls, and the eval
+The engine knows nothing of LSP: ``opportune.server.lsp`` translates protocol messages into these calls, and the eval
 harness and the CLI drive the same engine.  It runs on an asyncio loop; the model runs on one dedicated
 worker thread, where a newer request always cancels an older one (before prefill, between prefill chunks,
 or after any token).  A generation that outlives its request keeps running into the typeahead cache until
@@ -26,13 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from server.backends.base import Backend, BackendError, Cancelled, Generation, GenerationRequest
-from server.config import Settings
-from server.context.syntax import SyntaxContext, SyntaxTree, language_for
-from server.documents import MAX_PARSED_CHARS, Document, Position, TextEdit, utf8_len
-from server.postprocess import Shape, finish, should_trigger, stop_reached
-from server.prompt import LineTokenCounter, Prompt, PromptInput, build_prompt, reach_chars
-from telemetry import events as ev
+from opportune.server.backends.base import Backend, BackendError, Cancelled, Generation, GenerationRequest
+from opportune.server.config import Settings
+from opportune.server.context.syntax import SyntaxContext, SyntaxTree, language_for
+from opportune.server.documents import MAX_PARSED_CHARS, Document, Position, TextEdit, utf8_len
+from opportune.server.postprocess import Shape, finish, should_trigger, stop_reached
+from opportune.server.prompt import LineTokenCounter, Prompt, PromptInput, build_prompt, reach_chars
+from opportune.telemetry import events as ev
 
 log = logging.getLogger(__name__)
 

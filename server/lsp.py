@@ -24,11 +24,11 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 from pygls.uris import to_fs_path
 
-from server import __version__
-from server.config import resolve
-from server.documents import Position
-from server.engine import Engine
-from server.session import Session, start_session
+from opportune.server import __version__
+from opportune.server.config import resolve
+from opportune.server.documents import Position
+from opportune.server.engine import Engine
+from opportune.server.session import Session, start_session
 
 log = logging.getLogger(__name__)
 
@@ -317,8 +317,8 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
 
     @server.feature("opportune/report")
     async def report(ls: OpportuneServer, params: Any) -> dict[str, Any]:
-        from server.reporting import session_report
-        from telemetry.cpo import parse_since
+        from opportune.server.reporting import session_report
+        from opportune.telemetry.cpo import parse_since
 
         session = ls.session
         if session is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import platformdirs
 
-from server.backends.base import BackendError
+from opportune.server.backends.base import BackendError
 
 log = logging.getLogger(__name__)
 

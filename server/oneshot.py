@@ -6,9 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from server.backends.base import BackendError
-from server.documents import Document, Position
-from server.session import start_session
+from opportune.server.backends.base import BackendError
+from opportune.server.documents import Document, Position
+from opportune.server.session import start_session
 
 
 def complete_file(

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from server.backends.base import FimTemplate
-from server.context.syntax import SyntaxContext
+from opportune.server.backends.base import FimTemplate
+from opportune.server.context.syntax import SyntaxContext
 
 CHARS_PER_TOKEN_BOUND = 16
 COMMENT_PREFIX = {

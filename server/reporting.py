@@ -6,23 +6,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from server.session import Session
+from opportune.server.session import Session
 
 
 def store_report(paths: list[Path], since: str | None = None) -> str:
-    from telemetry import report
+    from opportune.telemetry import report
 
     return report.render_text(paths, since=since)
 
 
 def session_report(session: Session, since: str) -> dict[str, Any]:
-    from telemetry import report
+    from opportune.telemetry import report
 
     session.store.flush()
     db = session.settings.telemetry.db
     paths = [Path(db)] if db else []
     if not paths:
-        from telemetry.store import default_db_path
+        from opportune.telemetry.store import default_db_path
 
         paths = [default_db_path()]
     data = report.load_report(paths, since=since)  # read the store once for both forms

@@ -1,6 +1,6 @@
 """Wiring one server session: settings layers, install id, experiment arm, backend, telemetry store, metrics.
 
-``server.lsp`` calls ``start_session`` on ``initialize`` and ``Session.close`` on shutdown; the CLI's
+``opportune.server.lsp`` calls ``start_session`` on ``initialize`` and ``Session.close`` on shutdown; the CLI's
 ``complete`` and ``demo`` commands use the same function, so every entry point runs the same engine.
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 
 import platformdirs
 
-from server.backends.base import Backend, BackendError
-from server.config import ArmSettings, Settings, as_dict, find_config, load_toml, resolve, with_arm
-from server.engine import Engine
-from telemetry import events as ev
-from telemetry.experiments import assign_arm, settings_digest
-from telemetry.store import EventStore, NullStore, default_db_path
+from opportune.server.backends.base import Backend, BackendError
+from opportune.server.config import ArmSettings, Settings, as_dict, find_config, load_toml, resolve, with_arm
+from opportune.server.engine import Engine
+from opportune.telemetry import events as ev
+from opportune.telemetry.experiments import assign_arm, settings_digest
+from opportune.telemetry.store import EventStore, NullStore, default_db_path
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,15 @@ def make_backend(settings: Settings) -> Backend:
     """The backend a settings object names; raises BackendError with a message for the user."""
     m = settings.model
     if m.backend == "fake":
-        from server.backends.fake import FakeBackend
+        from opportune.server.backends.fake import FakeBackend
 
         return FakeBackend(token_latency_ms=m.fake_latency_ms)
     if m.backend in ("openai", "llama-server"):
-        from server.backends.http import HttpBackend
+        from opportune.server.backends.http import HttpBackend
 
         return HttpBackend(m)
-    from server.backends.llama import LlamaBackend
-    from server.models import resolve_model_path
+    from opportune.server.backends.llama import LlamaBackend
+    from opportune.server.models import resolve_model_path
 
     return LlamaBackend(resolve_model_path(m.path), n_ctx=m.n_ctx, threads=m.threads)
 
@@ -161,7 +161,7 @@ def start_session(
     metrics_server = None
     if t.metrics_port:
         try:
-            from telemetry.metrics import Metrics
+            from opportune.telemetry.metrics import Metrics
 
             metrics = Metrics()
             metrics_server = metrics.serve(host=t.metrics_host, port=t.metrics_port)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from server.backends.base import FimTemplate
+from opportune.server.backends.base import FimTemplate
 
 QWEN = FimTemplate(
     "qwen2.5-coder", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from telemetry.frames import EventFrames
-from telemetry.schema import parse_stages
+from opportune.telemetry.frames import EventFrames
+from opportune.telemetry.schema import parse_stages
 
 # User-facing grouping names -> the column they group by.
 GROUP_COLUMNS: dict[str, str] = {

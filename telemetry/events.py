@@ -2,7 +2,7 @@
 
 The chain of ids joins the funnel: opportunity -> attempt -> response -> shown -> outcome.
 No field carries source text or a file path unless the user opted in (``store_text``); documents
-are identified by a salted hash.  The store (``telemetry.store``) writes these rows to SQLite.
+are identified by a salted hash.  The store (``opportune.telemetry.store``) writes these rows to SQLite.
 """
 
 from __future__ import annotations

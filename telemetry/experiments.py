@@ -37,8 +37,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from telemetry.cpo import METRICS, Funnel, funnel_counts, percentile, returned_latencies
-from telemetry.frames import EventFrames, json_safe
+from opportune.telemetry.cpo import METRICS, Funnel, funnel_counts, percentile, returned_latencies
+from opportune.telemetry.frames import EventFrames, json_safe
 
 SRM_ALPHA = 0.001
 

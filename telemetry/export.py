@@ -52,10 +52,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal, TextIO
 
-from telemetry.events import Event
-from telemetry.frames import EventFrames
-from telemetry.schema import COLUMNS, KINDS, row_to_event
-from telemetry.store import StoreError, open_events, store_paths
+from opportune.telemetry.events import Event
+from opportune.telemetry.frames import EventFrames
+from opportune.telemetry.schema import COLUMNS, KINDS, row_to_event
+from opportune.telemetry.store import StoreError, open_events, store_paths
 
 Format = Literal["ndjson", "parquet"]
 FORMATS: tuple[Format, ...] = ("ndjson", "parquet")
@@ -199,7 +199,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, err: TextIO | None = None) -> int:
     """Run ``opportune export`` with parsed arguments; 0 on success, 2 on a user-facing error."""
-    from telemetry.cpo import parse_since
+    from opportune.telemetry.cpo import parse_since
 
     err = err or sys.stderr
     try:

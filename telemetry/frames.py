@@ -1,9 +1,9 @@
 """Loaded events as one pandas DataFrame per event kind: the input of every analysis.
 
-``EventFrames`` is built from stores (``telemetry.store.open_events``), from an export
-(``telemetry.export.load_export``), from event objects (``EventFrames.from_events``, used by tests and
-the offline harness) or from simulated data (``telemetry.simulate``).  Every kind is present, with the
-columns of ``telemetry.schema`` in order, whatever the source lacked; each ``event_id`` appears once.
+``EventFrames`` is built from stores (``opportune.telemetry.store.open_events``), from an export
+(``opportune.telemetry.export.load_export``), from event objects (``EventFrames.from_events``, used by tests and
+the offline harness) or from simulated data (``opportune.telemetry.simulate``).  Every kind is present, with the
+columns of ``opportune.telemetry.schema`` in order, whatever the source lacked; each ``event_id`` appears once.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from telemetry.events import Event
-from telemetry.schema import COLUMNS, KINDS, column_names, event_to_row, row_to_event
+from opportune.telemetry.events import Event
+from opportune.telemetry.schema import COLUMNS, KINDS, column_names, event_to_row, row_to_event
 
 
 def _normalise(kind: str, df: pd.DataFrame) -> pd.DataFrame:
@@ -75,7 +75,7 @@ def json_safe(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class EventFrames:
-    """One DataFrame per event kind (``tables[kind]``), columns as in ``telemetry.schema``."""
+    """One DataFrame per event kind (``tables[kind]``), columns as in ``opportune.telemetry.schema``."""
 
     tables: Mapping[str, pd.DataFrame]
 

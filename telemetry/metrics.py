@@ -11,7 +11,7 @@ Every series is labelled by ``arm`` and ``language``:
     opportune_latency_seconds                histogram: total latency of returned suggestions
     opportune_stage_seconds{stage}           histogram: time per pipeline stage
 
-The live counters are for dashboards and alerts; the store (``telemetry.store``) is the record the
+The live counters are for dashboards and alerts; the store (``opportune.telemetry.store``) is the record the
 reports and experiments use.  ``Metrics.observe(event)`` updates them from the same events the store
 gets, counting a completion's first "shown" and first acceptance once.
 """
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from telemetry.events import Attempt, Event, Opportunity, Outcome, Response, Shown
-from telemetry.schema import parse_stages
+from opportune.telemetry.events import Attempt, Event, Opportunity, Outcome, Response, Shown
+from opportune.telemetry.schema import parse_stages
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from telemetry.cpo import METRICS, parse_since, summarise
-from telemetry.experiments import ExperimentAnalysis, analyse
-from telemetry.frames import EventFrames, json_safe
-from telemetry.store import StoreError, open_events, store_paths
+from opportune.telemetry.cpo import METRICS, parse_since, summarise
+from opportune.telemetry.experiments import ExperimentAnalysis, analyse
+from opportune.telemetry.frames import EventFrames, json_safe
+from opportune.telemetry.store import StoreError, open_events, store_paths
 
 BY_CHOICES = ("language", "arm", "model", "install", "day")
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, Literal, Union
 
-from telemetry.events import EVENT_TYPES, Common, Event
+from opportune.telemetry.events import EVENT_TYPES, Common, Event
 
 COMMON_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Common))
 EVENT_TYPES_BY_KIND: dict[str, type[Event]] = {cls.kind: cls for cls in EVENT_TYPES}

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from telemetry.cpo import COUNT_COLUMNS
-from telemetry.frames import EventFrames
+from opportune.telemetry.cpo import COUNT_COLUMNS
+from opportune.telemetry.frames import EventFrames
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def simulate_units(
     activity_dispersion: float = 1.0,
     acceptance_concentration: float = 20.0,
 ) -> pd.DataFrame:
-    """Per-install funnel counts: columns ``arm``, ``install_id`` and ``telemetry.cpo.COUNT_COLUMNS``.
+    """Per-install funnel counts: columns ``arm``, ``install_id`` and ``opportune.telemetry.cpo.COUNT_COLUMNS``.
 
     ``units`` is the number of installs per arm (one number for all, or per arm).
     ``activity_dispersion`` is the squared coefficient of variation of an install's activity;

@@ -3,7 +3,7 @@
 Writing.  ``EventStore.record`` only appends the event to an in-memory buffer under a lock, so the
 completion path never waits on the disk.  A background thread flushes the buffer every
 ``flush_interval_s`` in one transaction (``BEGIN IMMEDIATE``), through sqlite-utils, one table per event
-kind (named after ``Event.kind``; columns as in ``telemetry.schema``).  The file is in WAL mode with
+kind (named after ``Event.kind``; columns as in ``opportune.telemetry.schema``).  The file is in WAL mode with
 ``synchronous=NORMAL``: a committed batch survives the process being killed; only a power cut or an OS
 crash can lose the last commits.  A write that fails (locked database, disk full, read-only file,
 corrupt file) is logged, the batch goes back to the buffer, and the next interval retries it; the
@@ -44,11 +44,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import platformdirs
 from sqlite_utils import Database
 
-from telemetry.events import EVENT_TYPES, Event
-from telemetry.schema import KINDS, column_names, columns_of, event_to_row
+from opportune.telemetry.events import EVENT_TYPES, Event
+from opportune.telemetry.schema import KINDS, column_names, columns_of, event_to_row
 
 if TYPE_CHECKING:
-    from telemetry.frames import EventFrames
+    from opportune.telemetry.frames import EventFrames
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class StoreStats:
 
 
 def default_db_path() -> Path:
-    """The default store: ``telemetry.db`` in the user's state directory for ``opportune``."""
+    """The default store: ``opportune.telemetry.db`` in the user's state directory for ``opportune``."""
     return Path(platformdirs.user_state_dir("opportune", appauthor=False)) / DB_FILENAME
 
 
@@ -402,7 +402,7 @@ def open_events(paths: Iterable[Path | str], *, since: float | None = None) -> E
     ``since`` (a Unix time) keeps only events at or after it.  Raises ``StoreError`` for a missing,
     non-SQLite or corrupt file.
     """
-    from telemetry.frames import EventFrames  # pandas: only on the analysis path
+    from opportune.telemetry.frames import EventFrames  # pandas: only on the analysis path
 
     return EventFrames.merge([EventFrames.from_rows(_read_store(Path(path), since)) for path in paths])
 

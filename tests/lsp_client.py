@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def serve_command(db: Path | None, backend: str = "llama", *extra: str) -> list[str]:
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--backend", backend]
+    cmd = [sys.executable, "-m", "opportune.server.cli", "serve", "--backend", backend]
     if db is not None:
         cmd += ["--db", str(db)]
     return cmd + list(extra)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from server.config import Settings, load_toml, resolve
+from opportune.server.config import Settings, load_toml, resolve
 
 
 def test_camel_and_snake_case_keys_apply() -> None:

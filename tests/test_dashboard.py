@@ -1,7 +1,7 @@
 """The dashboard over real stores: the page's views, filters, refused parameters, read-only HTTP, problem
 pages for empty, one-arm, corrupt and missing stores, the export, and the command line the editor runs.
 
-Test data comes from ``telemetry.simulate`` (installs with a known CPO per arm) written through the real
+Test data comes from ``opportune.telemetry.simulate`` (installs with a known CPO per arm) written through the real
 ``EventStore``; expected numbers are computed from the same events with the telemetry library.
 """
 
@@ -25,15 +25,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from telemetry.cpo import funnel_counts
-from telemetry.dashboard import app as dashboard_app
-from telemetry.dashboard.data import Choices, Query, QueryError, parse_query
-from telemetry.dashboard.page import fmt_metric
-from telemetry.dashboard.web import DashboardServer
-from telemetry.experiments import analyse
-from telemetry.frames import EventFrames
-from telemetry.simulate import ArmTruth, simulate_units, units_to_frames
-from telemetry.store import EventStore, open_events
+from opportune.telemetry.cpo import funnel_counts
+from opportune.telemetry.dashboard import app as dashboard_app
+from opportune.telemetry.dashboard.data import Choices, Query, QueryError, parse_query
+from opportune.telemetry.dashboard.page import fmt_metric
+from opportune.telemetry.dashboard.web import DashboardServer
+from opportune.telemetry.experiments import analyse
+from opportune.telemetry.frames import EventFrames
+from opportune.telemetry.simulate import ArmTruth, simulate_units, units_to_frames
+from opportune.telemetry.store import EventStore, open_events
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "context-v2"
@@ -431,7 +431,7 @@ def start_cli(*argv: str, stderr_path: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with stderr_path.open("w") as stderr:  # a file, not a pipe: a full pipe would block the server
         return subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "dashboard", *argv],
+            [sys.executable, "-m", "opportune.server.cli", "dashboard", *argv],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -498,8 +498,8 @@ def test_cli_reports_a_busy_port_in_one_line(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_three_arms_get_a_colour_and_a_lift_chart_each() -> None:
-    from telemetry.dashboard.data import build_view
-    from telemetry.dashboard.page import render_page
+    from opportune.telemetry.dashboard.data import build_view
+    from opportune.telemetry.dashboard.page import render_page
 
     arms = {**ARMS, "multiline": ArmTruth(tokens_per_accept=9.0, latency_ms=260.0)}
     view = build_view(simulated_frames(arms, seed=5, activity=20), Query())
@@ -516,8 +516,8 @@ def test_three_arms_get_a_colour_and_a_lift_chart_each() -> None:
 
 
 def test_events_without_an_experiment_show_every_arm_without_a_verdict() -> None:
-    from telemetry.dashboard.data import build_view
-    from telemetry.dashboard.page import render_page
+    from opportune.telemetry.dashboard.data import build_view
+    from opportune.telemetry.dashboard.page import render_page
 
     rng = np.random.default_rng(6)
     units = simulate_units({"": ArmTruth()}, 12, rng, opportunities_mean=30)

@@ -1,6 +1,6 @@
 """deploy/: the Prometheus scrape config and the Grafana dashboard use the series the server really exposes.
 
-The exposition is produced by the real collectors (``telemetry.metrics.Metrics``) fed one event of each
+The exposition is produced by the real collectors (``opportune.telemetry.metrics.Metrics``) fed one event of each
 kind and scraped over HTTP, so a renamed metric or label fails here rather than in someone's Grafana.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from telemetry.events import Attempt, Common, Opportunity, Outcome, Response, Shown
-from telemetry.metrics import Metrics
+from opportune.telemetry.events import Attempt, Common, Opportunity, Outcome, Response, Shown
+from opportune.telemetry.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? ", re.M)

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.documents import Document, Position, index_to_utf16, utf16_len, utf16_to_index
+from opportune.server.documents import Document, Position, index_to_utf16, utf16_len, utf16_to_index
 
 
 def test_utf16_columns_count_surrogate_pairs() -> None:

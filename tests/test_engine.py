@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from server.backends.base import BackendError, Generation, GenerationRequest
-from server.backends.fake import FakeBackend
-from server.config import Settings, resolve
-from server.documents import Document, Position
-from server.engine import Engine
-from telemetry import events as ev
+from opportune.server.backends.base import BackendError, Generation, GenerationRequest
+from opportune.server.backends.fake import FakeBackend
+from opportune.server.config import Settings, resolve
+from opportune.server.documents import Document, Position
+from opportune.server.engine import Engine
+from opportune.telemetry import events as ev
 
 URI = "file:///project/calc.py"
 TEXT = "import math\n\n\ndef area(r):\n    "

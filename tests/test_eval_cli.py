@@ -30,7 +30,7 @@ def corpus(tmp_path: Path) -> Path:
 
 def run_eval(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", "eval", "--no-progress", *args],
+        [sys.executable, "-m", "opportune.server.cli", "eval", "--no-progress", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

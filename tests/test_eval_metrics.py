@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.eval.metrics import edit_similarity, identifier_f1, identifiers, score
-from server.eval.runner import ConfigError, load_configuration, preset_layer
-from server.eval.stats import format_interval, paired_mean_difference, paired_ratio_difference
+from opportune.server.eval.metrics import edit_similarity, identifier_f1, identifiers, score
+from opportune.server.eval.runner import ConfigError, load_configuration, preset_layer
+from opportune.server.eval.stats import format_interval, paired_mean_difference, paired_ratio_difference
 
 
 def test_exact_and_first_line_match_ignore_surrounding_whitespace() -> None:

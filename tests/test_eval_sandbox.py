@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from server.backends.fake import FakeBackend
-from server.eval import sandbox
-from server.eval.corpus import CorpusRoot, load_files
-from server.eval.execution import ExecutionLimits, command_for_tests, pass_rate, run_task_tests
-from server.eval.report import RunInfo, write_report
-from server.eval.runner import ConfigResult, Configuration, evaluate, load_configuration
-from server.eval.sandbox import run_sandboxed
-from server.eval.tasks import Task, sample_tasks
+from opportune.server.backends.fake import FakeBackend
+from opportune.server.eval import sandbox
+from opportune.server.eval.corpus import CorpusRoot, load_files
+from opportune.server.eval.execution import ExecutionLimits, command_for_tests, pass_rate, run_task_tests
+from opportune.server.eval.report import RunInfo, write_report
+from opportune.server.eval.runner import ConfigResult, Configuration, evaluate, load_configuration
+from opportune.server.eval.sandbox import run_sandboxed
+from opportune.server.eval.tasks import Task, sample_tasks
 
 PY = sys.executable
 # A completion that is wrong wherever it goes in the synthetic module: an undefined name (or a syntax error).

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from server.backends.base import FimTemplate, Generation, GenerationRequest
-from server.backends.fake import FakeBackend
-from server.config import Settings
-from server.eval.corpus import CorpusError, CorpusRoot, folder_roots, load_files
-from server.eval.runner import EventRouter, run_quality
-from server.eval.tasks import KINDS, sample_spans, sample_tasks
-from server.session import start_session
+from opportune.server.backends.base import FimTemplate, Generation, GenerationRequest
+from opportune.server.backends.fake import FakeBackend
+from opportune.server.config import Settings
+from opportune.server.eval.corpus import CorpusError, CorpusRoot, folder_roots, load_files
+from opportune.server.eval.runner import EventRouter, run_quality
+from opportune.server.eval.tasks import KINDS, sample_spans, sample_tasks
+from opportune.server.session import start_session
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 # Real code nobody here wrote, present wherever Python is.
@@ -178,7 +178,7 @@ def test_the_projects_own_code_is_refused(tmp_path: Path) -> None:
 
 
 def test_fetching_uses_the_registry_clients_once(tmp_path: Path) -> None:
-    from server.eval.corpus import Package, fetch_package
+    from opportune.server.eval.corpus import Package, fetch_package
 
     calls: list[list[str]] = []
 

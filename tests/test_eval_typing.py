@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from server.backends.base import Cancelled, Generation, GenerationRequest
-from server.backends.fake import FakeBackend
-from server.config import Settings
-from server.eval.corpus import SourceFile
-from server.eval.runner import EventRouter, run_typing
-from server.eval.tasks import Span
-from server.eval.typing import TypingModel
-from server.session import start_session
-from telemetry.store import EventStore
+from opportune.server.backends.base import Cancelled, Generation, GenerationRequest
+from opportune.server.backends.fake import FakeBackend
+from opportune.server.config import Settings
+from opportune.server.eval.corpus import SourceFile
+from opportune.server.eval.runner import EventRouter, run_typing
+from opportune.server.eval.tasks import Span
+from opportune.server.eval.typing import TypingModel
+from opportune.server.session import start_session
+from opportune.telemetry.store import EventStore
 
 SOURCE = '''\
 """Sums for the evaluation test."""

@@ -9,17 +9,17 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from telemetry.cpo import FACTORS, METRICS
-from telemetry.events import Common, Opportunity
-from telemetry.experiments import (
+from opportune.telemetry.cpo import FACTORS, METRICS
+from opportune.telemetry.events import Common, Opportunity
+from opportune.telemetry.experiments import (
     AnalysisError,
     Guardrails,
     analyse,
     analyse_units,
     ratio_of_means,
 )
-from telemetry.frames import EventFrames
-from telemetry.simulate import ArmTruth, simulate_latencies, simulate_units, units_to_frames
+from opportune.telemetry.frames import EventFrames
+from opportune.telemetry.simulate import ArmTruth, simulate_latencies, simulate_units, units_to_frames
 
 BASE = ArmTruth()
 # A real 10% lift in CPO, carried by the acceptance rate.

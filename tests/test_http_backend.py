@@ -24,10 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
-from server.backends.base import BackendError, Cancelled, GenerationRequest
-from server.backends.http import HttpBackend
-from server.config import ModelSettings
-from server.documents import Document
+from opportune.server.backends.base import BackendError, Cancelled, GenerationRequest
+from opportune.server.backends.http import HttpBackend
+from opportune.server.config import ModelSettings
+from opportune.server.documents import Document
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,7 @@ def model_path() -> Path:
     missing = [m for m in SERVER_EXTRAS if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"needs llama-cpp-python[server] (missing: {', '.join(missing)})")
-    from server.models import default_model_path
+    from opportune.server.models import default_model_path
 
     return default_model_path(progress=False)
 
@@ -244,8 +244,8 @@ class Events:
 
 
 async def test_engine_completes_through_the_remote_endpoint(served: ModelServer, tmp_path: Path) -> None:
-    from server.session import start_session
-    from telemetry import events as ev
+    from opportune.server.session import start_session
+    from opportune.telemetry import events as ev
 
     config = tmp_path / "opportune.toml"
     config.write_text("")
@@ -281,10 +281,10 @@ async def test_ab_experiment_embedded_against_remote_from_two_merged_stores(
 ) -> None:
     """Arm "embedded" runs the local GGUF, arm "remote" the same model behind the OpenAI-compatible server;
     two installs (one per arm) each write their own store; the stores merged give one experiment."""
-    from server.session import start_session
-    from telemetry.experiments import analyse, assign_arm
-    from telemetry.report import render_text
-    from telemetry.store import open_events
+    from opportune.server.session import start_session
+    from opportune.telemetry.experiments import analyse, assign_arm
+    from opportune.telemetry.report import render_text
+    from opportune.telemetry.store import open_events
 
     arms = [
         {"name": "embedded", "weight": 1, "model": {"backend": "llama"}},

@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from server.backends.base import BackendError, Cancelled, GenerationRequest
-from server.backends.http import HttpBackend, approximate_tokens, display_model_id
-from server.config import ModelSettings
+from opportune.server.backends.base import BackendError, Cancelled, GenerationRequest
+from opportune.server.backends.http import HttpBackend, approximate_tokens, display_model_id
+from opportune.server.config import ModelSettings
 
 SECRET = "sk-test-0123456789abcdef"
 

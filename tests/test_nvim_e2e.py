@@ -143,7 +143,7 @@ def assert_shown_for_an_opportunity(db: Path, completion_id: str) -> None:
 
 
 def serve_command(db: Path) -> list[str]:
-    return [sys.executable, "-m", "server.cli", "serve", "--backend", BACKEND, "--db", str(db)]
+    return [sys.executable, "-m", "opportune.server.cli", "serve", "--backend", BACKEND, "--db", str(db)]
 
 
 def wait(name: str, more: str) -> dict[str, Any]:
@@ -289,7 +289,7 @@ def test_keys_fall_back_and_options_are_validated(tmp_path: Path) -> None:
         {"name": "chunk", "lua": chunk},
         {
             "name": "version_cmd",
-            "lua": "return require('opportune.health').version_cmd({ 'python', '-m', 'server.cli', 'serve', "
+            "lua": "return require('opportune.health').version_cmd({ 'python', '-m', 'opportune.server.cli', 'serve', "
             "'--db', 'x' })",
         },
         {"name": "mapped", "lua": "return vim.fn.maparg('<Tab>', 'i', false, true).desc"},
@@ -306,7 +306,7 @@ def test_keys_fall_back_and_options_are_validated(tmp_path: Path) -> None:
     assert any("keymaps.accept" in p for p in problems)
     assert got["defaults"]["value"] == [["opportune", "serve"], 20, "<Tab>"]
     assert got["chunk"]["value"] == ["pi", " *", "\n    return", "a + b", "\n    return x"]
-    assert got["version_cmd"]["value"] == ["python", "-m", "server.cli", "--version"]
+    assert got["version_cmd"]["value"] == ["python", "-m", "opportune.server.cli", "--version"]
     assert got["mapped"]["value"].startswith("opportune: ")
     tags = {line.split("\t")[0] for line in got["helptags"]["value"]}
     assert {"g:opportune", ":Opportune", "<Plug>(opportune-accept)", "opportune-health"} <= tags

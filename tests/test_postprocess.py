@@ -1,6 +1,6 @@
 """Stop rules, suffix overlap, bracket balance and trigger rules."""
 
-from server.postprocess import Shape, finish, should_trigger, stop_reached
+from opportune.server.postprocess import Shape, finish, should_trigger, stop_reached
 
 
 def single(prefix: str, suffix: str = "") -> Shape:

@@ -4,10 +4,10 @@ import dataclasses
 
 import pytest
 
-from server.backends.fake import fake_tokens
-from server.context.syntax import SyntaxTree
-from server.prompt import PromptInput, build_prompt
-from server.templates import QWEN
+from opportune.server.backends.fake import fake_tokens
+from opportune.server.context.syntax import SyntaxTree
+from opportune.server.prompt import PromptInput, build_prompt
+from opportune.server.templates import QWEN
 
 
 def count(text: str) -> int:
@@ -76,11 +76,11 @@ def test_fim_prompt_carries_the_suffix() -> None:
 async def test_consecutive_keystrokes_share_the_real_tokenizers_prefix() -> None:
     """Issue 5's layout test on the model's own tokenizer, through the engine's prompt input (which keeps
     the window's syntax context stable), typing a line, a new line, a dedent and a half-typed signature."""
-    from server.backends.llama import LlamaBackend, common_prefix
-    from server.config import Settings
-    from server.engine import Engine
-    from server.models import default_model_path
-    from server.prompt import LineTokenCounter
+    from opportune.server.backends.llama import LlamaBackend, common_prefix
+    from opportune.server.config import Settings
+    from opportune.server.engine import Engine
+    from opportune.server.models import default_model_path
+    from opportune.server.prompt import LineTokenCounter
 
     backend = LlamaBackend(default_model_path(), n_ctx=1024, threads=1)
     counter = LineTokenCounter(backend.count_tokens)
@@ -109,9 +109,9 @@ async def test_consecutive_keystrokes_share_the_real_tokenizers_prefix() -> None
 def test_a_huge_document_gives_the_prompt_its_whole_text_would(strategy: str, fim) -> None:  # type: ignore[no-untyped-def]
     """The engine hands the prompt only the part of a document within reach of the cursor (so a keystroke
     in a 20 MB file does not copy or scan it whole); the prompt must be the one the whole text gives."""
-    from server.backends.fake import FakeBackend
-    from server.config import resolve
-    from server.engine import Engine
+    from opportune.server.backends.fake import FakeBackend
+    from opportune.server.config import resolve
+    from opportune.server.engine import Engine
 
     text = "import os\n\n\ndef f(x):\n" + "".join(f"    y{i} = x + {i}  # step {i}\n" for i in range(40_000))
     settings, errors = resolve(
@@ -140,9 +140,9 @@ def test_a_huge_document_gives_the_prompt_its_whole_text_would(strategy: str, fi
 
 
 def test_a_minified_line_gives_a_prompt_within_budget_that_ends_at_the_cursor() -> None:
-    from server.backends.fake import FakeBackend
-    from server.config import resolve
-    from server.engine import Engine
+    from opportune.server.backends.fake import FakeBackend
+    from opportune.server.config import resolve
+    from opportune.server.engine import Engine
 
     text = "var a=" + "b+c;" * 500_000 + "\n"
     settings, _ = resolve({"completion": {"prewarm": False}, "model": {"backend": "fake"}})

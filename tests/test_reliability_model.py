@@ -38,7 +38,7 @@ def _junk(tmp_path: Path) -> Path:
 
 def _truncated(tmp_path: Path) -> Path:
     """The first third of the real embedded model: a valid header whose tensors run past the end."""
-    from server.models import default_model_path
+    from opportune.server.models import default_model_path
 
     source = default_model_path(progress=False)
     path = tmp_path / "truncated.gguf"
@@ -87,7 +87,7 @@ async def _first_suggestion(server: RawServer, uri: str, text: str, version: int
 async def test_a_broken_model_is_reported_once_and_replaced_by_a_good_one(
     tmp_path: Path, bad_model: Callable[[Path], Path]
 ) -> None:
-    from server.models import default_model_path
+    from opportune.server.models import default_model_path
 
     bad = bad_model(tmp_path)
     good = default_model_path(progress=False)

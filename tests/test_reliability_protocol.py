@@ -158,8 +158,8 @@ async def test_a_change_past_the_end_of_the_last_line_lands_at_its_end(tmp_path:
 
 def _big_store(db: Path, opportunities: int) -> None:
     """A store with a few weeks of a heavy user's events, written directly (setup, not under test)."""
-    from telemetry import events as ev
-    from telemetry.store import EventStore
+    from opportune.telemetry import events as ev
+    from opportune.telemetry.store import EventStore
 
     common = ev.Common(install_id="i", session_id="s", model_id="m", language="python", client="x")
     with EventStore(db, flush_interval_s=60, max_buffer=10 * opportunities) as store:
@@ -260,7 +260,7 @@ async def test_shutdown_while_a_handler_is_still_running() -> None:
     `initialized`): pygls cancels the pending futures while iterating them, and the server's cleanup of
     finished futures must not change that dict under it (it did: 'dictionary changed size during
     iteration', no answer to shutdown, the client hung)."""
-    from server.lsp import build_server
+    from opportune.server.lsp import build_server
 
     server = build_server()
     protocol = server.protocol

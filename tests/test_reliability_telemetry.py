@@ -267,13 +267,13 @@ async def test_the_metrics_endpoint_listens_on_loopback_only(tmp_path: Path) -> 
 
 
 def test_the_dashboard_listens_on_loopback_only(tmp_path: Path) -> None:
-    from telemetry.store import EventStore
+    from opportune.telemetry.store import EventStore
 
     db = tmp_path / "t.db"
     EventStore(db).close()
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "dashboard", "--db", str(db), "--port", str(port)],
+        [sys.executable, "-m", "opportune.server.cli", "dashboard", "--db", str(db), "--port", str(port)],
         cwd=str(ROOT),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from server.context.syntax import (
+from opportune.server.context.syntax import (
     LANGUAGES,
     SyntaxContext,
     SyntaxLimits,

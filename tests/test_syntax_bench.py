@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from server.context.syntax import SyntaxTree
+from opportune.server.context.syntax import SyntaxTree
 
 RUNS = 9
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telemetry.cpo import FACTORS, Funnel, funnel_counts, parse_since, summarise
-from telemetry.events import (
+from opportune.telemetry.cpo import FACTORS, Funnel, funnel_counts, parse_since, summarise
+from opportune.telemetry.events import (
     Attempt,
     Common,
     Edit,
@@ -23,8 +23,8 @@ from telemetry.events import (
     Shown,
     Skip,
 )
-from telemetry.frames import EventFrames
-from telemetry.store import EventStore, open_events
+from opportune.telemetry.frames import EventFrames
+from opportune.telemetry.store import EventStore, open_events
 
 PY = Common("i1", "s1", experiment="e", arm="A", language="python", model_id="m1")
 GO = Common("i2", "s2", experiment="e", arm="B", language="go", model_id="m2")

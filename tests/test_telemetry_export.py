@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from telemetry import export
-from telemetry.events import Attempt, Common, Event, Opportunity, Outcome, Response, Shown
-from telemetry.report import build_report
-from telemetry.schema import COLUMNS, KINDS
-from telemetry.simulate import ArmTruth, simulate_units, units_to_frames
-from telemetry.store import EventStore, open_events
+from opportune.telemetry import export
+from opportune.telemetry.events import Attempt, Common, Event, Opportunity, Outcome, Response, Shown
+from opportune.telemetry.report import build_report
+from opportune.telemetry.schema import COLUMNS, KINDS
+from opportune.telemetry.simulate import ArmTruth, simulate_units, units_to_frames
+from opportune.telemetry.store import EventStore, open_events
 
 
 def record(path: Path, events: list[Event], store_text: bool = False) -> Path:

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-import telemetry.metrics as metrics_module
-from telemetry.events import Attempt, Common, Opportunity, Outcome, Response, Shown
-from telemetry.metrics import Metrics, is_loopback
+import opportune.telemetry.metrics as metrics_module
+from opportune.telemetry.events import Attempt, Common, Opportunity, Outcome, Response, Shown
+from opportune.telemetry.metrics import Metrics, is_loopback
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -171,7 +171,7 @@ def test_loud_warning_when_not_on_loopback(
 
     monkeypatch.setattr(metrics_module, "start_http_server", fake_start)
     m = Metrics()
-    with caplog.at_level(logging.WARNING, logger="telemetry.metrics"):
+    with caplog.at_level(logging.WARNING, logger="opportune.telemetry.metrics"):
         server = m.serve(host="0.0.0.0", port=9999)
     assert started["addr"] == "0.0.0.0" and started["registry"] is m.registry
     assert any("NOT ON LOOPBACK" in r.message for r in caplog.records)
@@ -179,6 +179,6 @@ def test_loud_warning_when_not_on_loopback(
     assert started["shutdown"]
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="telemetry.metrics"):
+    with caplog.at_level(logging.WARNING, logger="opportune.telemetry.metrics"):
         m.serve(host="127.0.0.1", port=9999).close()
     assert not caplog.records

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from telemetry import report
-from telemetry.events import Attempt, Common, Event, Opportunity, Outcome, Response, Shown, Skip
-from telemetry.simulate import ArmTruth, simulate_units, units_to_frames
-from telemetry.store import EventStore
+from opportune.telemetry import report
+from opportune.telemetry.events import Attempt, Common, Event, Opportunity, Outcome, Response, Shown, Skip
+from opportune.telemetry.simulate import ArmTruth, simulate_units, units_to_frames
+from opportune.telemetry.store import EventStore
 
 DAY = 86400.0
 T0 = 1_750_000_000.0

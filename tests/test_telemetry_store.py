@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from telemetry.events import Attempt, Common, Opportunity, Outcome, Response, Shown
-from telemetry.store import (
+from opportune.telemetry.events import Attempt, Common, Opportunity, Outcome, Response, Shown
+from opportune.telemetry.store import (
     SCHEMA_VERSION,
     EventStore,
     NullStore,
@@ -185,7 +185,7 @@ def test_locked_database_buffers_then_writes(tmp_path: Path, caplog: pytest.LogC
     try:
         for i in range(1, 4):
             store.record(opportunity(i))
-        with caplog.at_level(logging.WARNING, logger="telemetry.store"):
+        with caplog.at_level(logging.WARNING, logger="opportune.telemetry.store"):
             assert store.flush() is False  # logged, not raised
         assert any("failed" in r.message and "3 events kept" in r.message for r in caplog.records)
         stats = store.stats
@@ -245,7 +245,7 @@ def test_corrupt_file_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCap
     db.write_bytes(b"this is not a database, " * 200)
     store = EventStore(db, flush_interval_s=3600)
     store.record(opportunity(1))
-    with caplog.at_level(logging.WARNING, logger="telemetry.store"):
+    with caplog.at_level(logging.WARNING, logger="opportune.telemetry.store"):
         assert store.flush() is False
         store.close()
     assert store.stats.dropped == 1
@@ -268,8 +268,8 @@ _CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from telemetry.events import Common, Opportunity
-    from telemetry.store import EventStore
+    from opportune.telemetry.events import Common, Opportunity
+    from opportune.telemetry.store import EventStore
 
     store = EventStore(Path(sys.argv[1]), flush_interval_s=0.01)
     common = Common("install-k", "session-k")

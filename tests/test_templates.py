@@ -5,7 +5,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from server.templates import CODEGEMMA, CODELLAMA, DEEPSEEK, QWEN, STARCODER, detect_template
+from opportune.server.templates import CODEGEMMA, CODELLAMA, DEEPSEEK, QWEN, STARCODER, detect_template
 
 
 def _write_gguf(path: Path, arch: str, name: str, tokens: list[str]) -> None:

@@ -45,7 +45,7 @@ def _server_command() -> tuple[list[str], dict[str, str]]:
         return [str(script)], {}
     # Not installed (a checkout with its dependencies only): run the CLI module from the source tree.
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return [sys.executable, "-m", "server.cli"], {"PYTHONPATH": pythonpath}
+    return [sys.executable, "-m", "opportune.server.cli"], {"PYTHONPATH": pythonpath}
 
 
 class Npm:

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable
 
-from server.backends.base import Cancelled, FimTemplate, Generation, GenerationRequest
+from opportune.server.backends.base import Cancelled, FimTemplate, Generation, GenerationRequest
 
 _TOKEN = re.compile(r"\s+|\w{1,4}|[^\w\s]")
 

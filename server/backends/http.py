@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from httpx_sse import EventSource
 
-from server.backends.base import (
+from opportune.server.backends.base import (
     BackendError,
     Cancelled,
     FimTemplate,
@@ -46,7 +46,7 @@ from server.backends.base import (
 )
 
 if TYPE_CHECKING:
-    from server.config import ModelSettings
+    from opportune.server.config import ModelSettings
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from server.backends.base import BackendError, Cancelled, FimTemplate, Generation, GenerationRequest
-from server.templates import detect_template
+from opportune.server.backends.base import BackendError, Cancelled, FimTemplate, Generation, GenerationRequest
+from opportune.server.templates import detect_template
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@
 
 A configuration is an opportune.toml fragment (``[completion] prompt_strategy = "prefix"``) applied over the
 defaults, named after its file; ``NAME=FILE`` names it, and ``builtin:WORDS`` uses a preset such as
-``builtin:prefix+ctx256`` (see ``server.eval.runner.preset_layer``).  ``--quick`` is the CI size: 12 tasks
+``builtin:prefix+ctx256`` (see ``opportune.server.eval.runner.preset_layer``).  ``--quick`` is the CI size: 12 tasks
 and about 150 typed characters per configuration, a few minutes on two cores with the embedded model.
 ``--run-tests`` also runs the corpus's own tests with each completion inserted, sandboxed
-(``server.eval.execution``); it is opt-in because it costs a test run per task and configuration.
+(``opportune.server.eval.execution``); it is opt-in because it costs a test run per task and configuration.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.backends.base import BackendError
-from server.eval.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
+from opportune.server.backends.base import BackendError
+from opportune.server.eval.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 
 if TYPE_CHECKING:
-    from server.eval.runner import ConfigResult
-    from server.eval.tasks import Task
+    from opportune.server.eval.runner import ConfigResult
+    from opportune.server.eval.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,11 @@ def _machine() -> str:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from server.eval.corpus import CorpusError, load_corpus
-    from server.eval.report import RunInfo, write_report
-    from server.eval.runner import QUALITY_DEADLINE_MS, ConfigError, evaluate, load_configuration
-    from server.eval.tasks import sample_spans, sample_tasks
-    from server.eval.typing import TypingModel
+    from opportune.server.eval.corpus import CorpusError, load_corpus
+    from opportune.server.eval.report import RunInfo, write_report
+    from opportune.server.eval.runner import QUALITY_DEADLINE_MS, ConfigError, evaluate, load_configuration
+    from opportune.server.eval.tasks import sample_spans, sample_tasks
+    from opportune.server.eval.typing import TypingModel
 
     started = time.perf_counter()
     started_at = datetime.now(UTC)
@@ -224,7 +224,7 @@ async def _run(args: argparse.Namespace) -> int:
         test_limits=test_limits,
     )
     if info.tests_run:
-        from server.eval.execution import MAX_TEST_FILES
+        from opportune.server.eval.execution import MAX_TEST_FILES
 
         info.notes.append(
             "Tests: each Python completion written into a copy of its project, the test files that import the "
@@ -252,10 +252,10 @@ async def _run(args: argparse.Namespace) -> int:
 
 def _run_tests(args: argparse.Namespace, tasks: Sequence[Task], results: Sequence[ConfigResult]) -> str:
     """Fill each result's ``tests``; returns the limits as the report states them."""
-    from server.eval.corpus import roots_with_tests
-    from server.eval.execution import ExecutionLimits, run_task_tests
-    from server.eval.runner import _progress
-    from server.eval.sandbox import network_isolation
+    from opportune.server.eval.corpus import roots_with_tests
+    from opportune.server.eval.execution import ExecutionLimits, run_task_tests
+    from opportune.server.eval.runner import _progress
+    from opportune.server.eval.sandbox import network_isolation
 
     limits = ExecutionLimits(timeout_s=args.test_timeout, memory_mb=args.test_memory_mb)
     trees = roots_with_tests(args.corpus or (), warn=lambda m: print(f"opportune eval: {m}", file=sys.stderr))

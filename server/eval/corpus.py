@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from server.context.syntax import LANGUAGES, language_for
-from server.models import cache_dir
+from opportune.server.context.syntax import LANGUAGES, language_for
+from opportune.server.models import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 For a Python task whose project ships tests (the pinned PyPI packages' source distributions do; so may a
 folder given with ``--corpus``), the file is written with the completion in place of the held-out text
 (``document[:cursor] + completion + document[cursor:]``) in a private copy of the project, and the tests
-that import the edited module are run in ``server.eval.sandbox.run_sandboxed`` (time and memory limits, no
+that import the edited module are run in ``opportune.server.eval.sandbox.run_sandboxed`` (time and memory limits, no
 network) with ``python -m pytest -x -q -p no:cacheprovider`` (``python -m unittest`` when pytest is not
 installed).
 
@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeGuard
 
-from server.eval.corpus import SKIP_DIRS, CorpusRoot
-from server.eval.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, SandboxResult, run_sandboxed
-from server.eval.tasks import Task
+from opportune.server.eval.corpus import SKIP_DIRS, CorpusRoot
+from opportune.server.eval.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, SandboxResult, run_sandboxed
+from opportune.server.eval.tasks import Task
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ space or newline is not a difference anyone sees):
 - ``first_line_match``: the first lines are equal (a one-line accept);
 - ``empty``: no suggestion at all;
 - ``accepted_share``: the share of the truth that a person about to type it would take from the suggestion
-  (whole, or up to a word or line boundary, as ``server.eval.typing.accept_length`` decides): the bridge
+  (whole, or up to a word or line boundary, as ``opportune.server.eval.typing.accept_length`` decides): the bridge
   from offline quality to accepted characters.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, fields
 
 from rapidfuzz.distance import Levenshtein
 
-from server.eval.typing import accept_length
+from opportune.server.eval.typing import accept_length
 
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 # Words that are syntax rather than names, per language (Python's own list, plus the C-family ones).

@@ -1,7 +1,7 @@
 """The comparison report: a markdown table, PNG plots and the raw results, paired on the same tasks.
 
 The first configuration is the baseline; every other one is compared with it (B − A) with paired bootstrap
-intervals (``server.eval.stats``).  Files written to the output folder:
+intervals (``opportune.server.eval.stats``).  Files written to the output folder:
 
 - ``report.md``: the tables (quality overall and by task kind, the corpus's tests with each completion
   inserted when ``--run-tests`` was given, the typing funnel and CPO, latency);
@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from server.eval.execution import exclusion_reasons, pass_rate
-from server.eval.metrics import LOWER_IS_BETTER, METRIC_NAMES
-from server.eval.runner import ConfigResult
-from server.eval.stats import Interval, format_interval, paired_mean_difference, paired_ratio_difference
-from server.eval.tasks import KINDS
-from telemetry.cpo import CPO_RATIO, FACTORS, Funnel
+from opportune.server.eval.execution import exclusion_reasons, pass_rate
+from opportune.server.eval.metrics import LOWER_IS_BETTER, METRIC_NAMES
+from opportune.server.eval.runner import ConfigResult
+from opportune.server.eval.stats import Interval, format_interval, paired_mean_difference, paired_ratio_difference
+from opportune.server.eval.tasks import KINDS
+from opportune.telemetry.cpo import CPO_RATIO, FACTORS, Funnel
 
 FUNNEL_METRICS: dict[str, tuple[str, str]] = {**FACTORS, "cpo": CPO_RATIO}
 FUNNEL_LABELS = {

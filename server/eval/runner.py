@@ -1,17 +1,17 @@
 """Running configurations through the engine the editor uses: quality on tasks, CPO from typing.
 
-Each configuration gets its own session (``server.session.start_session``: settings, backend, engine) and
+Each configuration gets its own session (``opportune.server.session.start_session``: settings, backend, engine) and
 its own telemetry store.  Two phases, in this order so that the typing starts from a fresh engine as a
 user's session does:
 
-1. Typing simulation (``server.eval.typing.replay``): a few spans of real code typed keystroke by keystroke
+1. Typing simulation (``opportune.server.eval.typing.replay``): a few spans of real code typed keystroke by keystroke
    in real time against the real model.  The design asks for a virtual clock that charges each request its
    measured latency; on one machine, replaying in real time on the real model *is* that clock, with the
    latency measured rather than modelled (prefill, KV-cache reuse, cancellation and the typeahead cache all
    play as they would in an editor).  The engine records its telemetry into the configuration's store, each
    span under its own install id (the span is the unit of the paired bootstrap, as the install is online),
    and the funnel and CPO are read back with the same code as the online report
-   (``telemetry.cpo.summarise(telemetry.store.open_events([db]))``).
+   (``opportune.telemetry.cpo.summarise(telemetry.store.open_events([db]))``).
 2. Quality: every task is opened as a document with the held-out text taken out and completed once with an
    invoked request under a generous deadline (``QUALITY_DEADLINE_MS``), so the measure is what the model
    and the prompt can do, not how fast.  Pre-warming is off in this phase (it would only cost time).  These
@@ -36,18 +36,18 @@ from typing import Any
 
 from tqdm import tqdm
 
-from server.backends.base import Backend, BackendError
-from server.config import Settings, as_dict, load_toml, resolve
-from server.documents import Document
-from server.engine import Engine
-from server.eval.execution import TaskTests
-from server.eval.metrics import Scores, score
-from server.eval.tasks import Span, Task
-from server.eval.typing import ReplayStats, TypingModel, replay
-from server.session import start_session
-from telemetry import events as ev
-from telemetry.cpo import Funnel, GroupSummary, returned_latencies, summarise
-from telemetry.store import EventStore, open_events
+from opportune.server.backends.base import Backend, BackendError
+from opportune.server.config import Settings, as_dict, load_toml, resolve
+from opportune.server.documents import Document
+from opportune.server.engine import Engine
+from opportune.server.eval.execution import TaskTests
+from opportune.server.eval.metrics import Scores, score
+from opportune.server.eval.tasks import Span, Task
+from opportune.server.eval.typing import ReplayStats, TypingModel, replay
+from opportune.server.session import start_session
+from opportune.telemetry import events as ev
+from opportune.telemetry.cpo import Funnel, GroupSummary, returned_latencies, summarise
+from opportune.telemetry.store import EventStore, open_events
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from typing import Literal, get_args
 
 import tree_sitter
 
-from server.context.syntax import SyntaxTree
-from server.eval.corpus import SourceFile
+from opportune.server.context.syntax import SyntaxTree
+from opportune.server.eval.corpus import SourceFile
 
 TaskKind = Literal["rest_of_line", "next_line", "block_body", "argument_list", "expression_span"]
 KINDS: tuple[TaskKind, ...] = get_args(TaskKind)

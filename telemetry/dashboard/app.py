@@ -4,7 +4,7 @@
                         [--from DATE] [--to DATE] [--language L] [--model M] [--budget-ms 300]
                         [--export report.html]
 
-Serving: ``telemetry.dashboard.web`` on 127.0.0.1 unless told otherwise (with a loud warning then: the
+Serving: ``opportune.telemetry.dashboard.web`` on 127.0.0.1 unless told otherwise (with a loud warning then: the
 page shows arm names, languages and counts), read-only, until Ctrl-C.  Exporting: one self-contained
 HTML file, or one line on stderr and status 2 when there is nothing to export (a missing, corrupt or
 empty store, a filter value not in the stores).  The filters given here go through the same validation
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from telemetry.dashboard.data import Query
+    from opportune.telemetry.dashboard.data import Query
 
 # Constants only at import time: the CLI imports this module on every `opportune` start, `serve` too, so
 # pandas' analysis path, http.server and the metrics client load when the dashboard runs, not before.
@@ -101,10 +101,10 @@ def cli_params(args: argparse.Namespace) -> dict[str, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``opportune dashboard``: serve until interrupted, or export; 0 on success, 2 on an error."""
-    from telemetry.dashboard.data import QueryError
-    from telemetry.dashboard.web import DashboardServer
-    from telemetry.metrics import is_loopback
-    from telemetry.store import store_paths
+    from opportune.telemetry.dashboard.data import QueryError
+    from opportune.telemetry.dashboard.web import DashboardServer
+    from opportune.telemetry.metrics import is_loopback
+    from opportune.telemetry.store import store_paths
 
     paths = store_paths(args.db)
     if args.export:
@@ -144,9 +144,9 @@ def run(args: argparse.Namespace) -> int:
 
 def export(paths: Sequence[Path], params: Mapping[str, list[str]], target: Path) -> int:
     """Write the dashboard of ``paths`` to ``target``; a one-line error and status 2 when it cannot."""
-    from telemetry.dashboard.data import Choices, QueryError, build_view, parse_query
-    from telemetry.dashboard.page import render_page
-    from telemetry.store import StoreError, open_events
+    from opportune.telemetry.dashboard.data import Choices, QueryError, build_view, parse_query
+    from opportune.telemetry.dashboard.page import render_page
+    from opportune.telemetry.store import StoreError, open_events
 
     try:
         frames = open_events(paths)
@@ -179,7 +179,7 @@ def export(paths: Sequence[Path], params: Mapping[str, list[str]], target: Path)
 def base_query(params: Mapping[str, list[str]]) -> Query:
     """The command line's filters for the server: dates and budget validated now; the names are kept as
     given, because the store may not exist yet (a name absent from the data shows an empty page that says so)."""
-    from telemetry.dashboard.data import Choices, parse_query
+    from opportune.telemetry.dashboard.data import Choices, parse_query
 
     names = {k: v for k, v in params.items() if k in ("language", "model", "experiment")}
     query = parse_query({k: v for k, v in params.items() if k not in names}, Choices())

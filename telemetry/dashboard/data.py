@@ -1,11 +1,11 @@
 """What the dashboard shows, computed from events: validated filters in, one ``View`` out.
 
-The stores are read through ``telemetry.store.open_events`` (read-only, merged, each event once) and
+The stores are read through ``opportune.telemetry.store.open_events`` (read-only, merged, each event once) and
 every filter is applied to the loaded frames in pandas: a query parameter never reaches SQL.  Filter
 values are checked against the values present in the data (``Choices``) before use, so a parameter
 outside that whitelist is refused with a ``QueryError`` rather than matched against anything.
 
-Intervals follow ``telemetry.experiments``: the randomisation unit is the install, so CPO per day and
+Intervals follow ``opportune.telemetry.experiments``: the randomisation unit is the install, so CPO per day and
 per language is a ratio of means over the installs active in that cell, with a delta-method interval
 (``ratio_of_means``) -- never events treated as independent.
 """
@@ -25,16 +25,16 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from telemetry.cpo import COUNT_COLUMNS, Funnel, funnel_counts, percentile
-from telemetry.experiments import (
+from opportune.telemetry.cpo import COUNT_COLUMNS, Funnel, funnel_counts, percentile
+from opportune.telemetry.experiments import (
     AnalysisError,
     Estimate,
     ExperimentAnalysis,
     analyse_units,
     ratio_of_means,
 )
-from telemetry.frames import EventFrames
-from telemetry.store import open_events
+from opportune.telemetry.frames import EventFrames
+from opportune.telemetry.store import open_events
 
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 DEFAULT_BUDGET_MS = 300.0
@@ -258,7 +258,7 @@ class Cell:
 
 @dataclass(frozen=True)
 class View:
-    """The whole page as data; ``telemetry.dashboard.page`` renders it."""
+    """The whole page as data; ``opportune.telemetry.dashboard.page`` renders it."""
 
     stores: tuple[str, ...]
     query: Query

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from urllib.parse import urlencode
 from xml.etree.ElementTree import Element, tostring
 
-from telemetry.cpo import FACTORS, METRICS
-from telemetry.dashboard import svg
-from telemetry.dashboard.data import ArmView, Cell, Message, View, finite, format_day
-from telemetry.experiments import ArmResult, Comparison, Estimate, ExperimentAnalysis
+from opportune.telemetry.cpo import FACTORS, METRICS
+from opportune.telemetry.dashboard import svg
+from opportune.telemetry.dashboard.data import ArmView, Cell, Message, View, finite, format_day
+from opportune.telemetry.experiments import ArmResult, Comparison, Estimate, ExperimentAnalysis
 
 TITLE = "Opportune · CPO dashboard"
 # No scripts at all; styles and images only from the document itself.

@@ -3,7 +3,7 @@
 ``DashboardApp`` maps a GET path and its query to a response without any socket (tests call it
 directly); ``DashboardServer`` serves it.  Only GET and HEAD are answered (other methods get 405).  While
 bound to loopback, requests naming another host are refused (421), so a web page cannot read the
-dashboard through DNS rebinding.  Every store is opened read-only through ``telemetry.store``; rendered
+dashboard through DNS rebinding.  Every store is opened read-only through ``opportune.telemetry.store``; rendered
 pages are cached until a store file changes.
 
 Routes: ``/`` the dashboard (query parameters ``from``, ``to``, ``language``, ``model``,
@@ -24,11 +24,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from telemetry.dashboard.app import DEFAULT_HOST, DEFAULT_PORT
-from telemetry.dashboard.data import Choices, Query, QueryError, StoreLoader, build_view, parse_query
-from telemetry.dashboard.page import CSP, render_page, render_problem
-from telemetry.metrics import is_loopback
-from telemetry.store import StoreError
+from opportune.telemetry.dashboard.app import DEFAULT_HOST, DEFAULT_PORT
+from opportune.telemetry.dashboard.data import Choices, Query, QueryError, StoreLoader, build_view, parse_query
+from opportune.telemetry.dashboard.page import CSP, render_page, render_problem
+from opportune.telemetry.metrics import is_loopback
+from opportune.telemetry.store import StoreError
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@
  * does on Tab), partly accepts one, dismisses one, lets one be superseded, and then checks what the server's
  * telemetry store recorded, through `opportune report --json`.
  *
- * The server command: OPPORTUNE_SERVER (a path, or a JSON array like ["python", "-m", "server.cli"]),
+ * The server command: OPPORTUNE_SERVER (a path, or a JSON array like ["python", "-m", "opportune.server.cli"]),
  * default `opportune` on the PATH.
  */
 
