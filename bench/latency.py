@@ -23,6 +23,13 @@ cache_prompt, n_predict, t_max_predict_ms; the previous request dropped when a k
 without FIM tokens (the embedded Gemma) gets HTTP 501 from /infill; the replay then sends the same prefix to
 /completion, which is what a llama.vim user of such a model would have to do.
 
+Before/after (`--baseline DIR`, another checkout of the project, e.g. `git worktree add /tmp/base REF`):
+part 2 runs against both servers in the same run, alternating which goes first, `--repeat` times, and prints
+each figure side by side with the ratio after/before.
+
+Acceptance is counted as the issue tracker defines it: a shown suggestion whose first line is exactly what
+the simulated developer types next.
+
 Times are noisy on a shared 2-core machine: compare the rows of one run, not runs.
 """
 
@@ -110,12 +117,14 @@ def spans(files: list[tuple[str, str]], count: int, chars: int, seed: int) -> li
 
 
 @contextlib.asynccontextmanager
-async def opportune(db: Path, options: dict[str, Any], model: str | None) -> Any:
+async def opportune(db: Path, options: dict[str, Any], model: str | None, root: Path = ROOT) -> Any:
     client = make_test_lsp_client()
-    cmd = [sys.executable, "-m", "opportune.server.cli", "serve", "--db", str(db)]
+    # A checkout from before the single `opportune` namespace runs as `server.cli`.
+    module = "opportune.server.cli" if (root / "opportune").is_dir() else "server.cli"
+    cmd = [sys.executable, "-m", module, "serve", "--db", str(db)]
     if model:
         cmd += ["--model", model]
-    await client.start_io(*cmd, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
+    await client.start_io(*cmd, cwd=str(root), env={**os.environ, "PYTHONPATH": str(root)})
     await client.initialize_session(
         types.InitializeParams(
             capabilities=client_capabilities("visual-studio-code"),
@@ -210,6 +219,7 @@ class Replay:
     requests: int = 0
     in_time: int = 0
     accepted_chars: int = 0
+    exact_first_line: int = 0  # shown suggestions whose first line is exactly what comes next
     ghost_ms: list[float] = field(default_factory=list)
 
 
@@ -293,6 +303,9 @@ async def type_span_lsp(
             r.ghost_ms.append((time.perf_counter() - sent) * 1000)
             cid = item.command.arguments[0] if item.command and item.command.arguments else ""
             client.protocol.notify("opportune/didShowCompletion", {"id": cid})
+            first_line = ghost.split("\n", 1)[0]
+            if first_line.strip() and span[i:].startswith(first_line):
+                r.exact_first_line += 1
             n = accept_length(ghost, span[i:])
             if n:
                 edit(start + i, ghost[:n])
@@ -312,11 +325,11 @@ async def type_span_lsp(
     client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri)))
 
 
-async def part2(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    db = work / "typing.db"
+async def part2(args: argparse.Namespace, work: Path, root: Path = ROOT, tag: str = "") -> dict[str, Any]:
+    db = work / f"typing{tag}.db"
     r = Replay()
     typing = TypingModel(keys_per_second=args.kps, seed=args.seed)
-    async with opportune(db, {"telemetry": {"flushIntervalS": 0.2}}, args.model) as client:
+    async with opportune(db, {"telemetry": {"flushIntervalS": 0.2}}, args.model, root) as client:
         for k, (name, text, start, end) in enumerate(
             spans(source_files(args.files), args.spans, args.chars, args.seed)
         ):
@@ -332,6 +345,8 @@ async def part2(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "ghost_p50_ms": statistics.median(r.ghost_ms) if r.ghost_ms else float("nan"),
         "ghost_p95_ms": pct(r.ghost_ms, 95),
         "feedback_rate": r.in_time / max(1, r.requests),
+        "shown": r.in_time,
+        "acceptance_first_line": r.exact_first_line / max(1, r.in_time),
         "cpo_simulated": r.accepted_chars / max(1, r.keystrokes),
         "cpo_telemetry": f.cpo,
         "telemetry": {k: v for k, v in f.factors().items()},
@@ -464,6 +479,30 @@ async def part3(args: argparse.Namespace, work: Path) -> dict[str, Any] | None:
     }
 
 
+COMPARED = (
+    "ghost_p50_ms", "ghost_p95_ms", "feedback_rate", "acceptance_first_line", "cpo_simulated", "cpo_telemetry",
+)  # fmt: skip
+
+
+def before_after(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Part 2 on the baseline checkout and on this one, alternating which runs first; medians per side."""
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    roots = {"before": args.baseline.resolve(), "after": ROOT}
+    for k in range(args.repeat):
+        order = ("before", "after") if k % 2 == 0 else ("after", "before")
+        for side in order:
+            runs[side].append(asyncio.run(part2(args, work, roots[side], f"-{side}-{k}")))
+    out: dict[str, Any] = {"runs": runs, "median": {}}
+    print(f"{'':24} {'before':>10} {'after':>10} {'after/before':>13}")
+    for key in COMPARED:
+        b = statistics.median(float(r[key] or 0.0) for r in runs["before"])
+        a = statistics.median(float(r[key] or 0.0) for r in runs["after"])
+        out["median"][key] = {"before": b, "after": a, "ratio": a / b if b else None}
+        ratio = f"{a / b:13.2f}" if b else f"{'-':>13}"
+        print(f"{key:24} {b:10.3f} {a:10.3f} {ratio}")
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="GGUF path (default: the embedded model)")
@@ -477,6 +516,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip", default="", help="comma-separated parts to skip: 1,2,3")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--baseline", type=Path, help="another checkout: part 2 against both, in the same run")
+    p.add_argument("--repeat", type=int, default=1, help="with --baseline: runs of each, alternating")
     args = p.parse_args()
     skip = set(args.skip.split(",")) - {""}
     with tempfile.TemporaryDirectory(prefix="opportune-bench-") as tmp:
@@ -484,7 +525,9 @@ def main() -> int:
         results: dict[str, Any] = {}
         if "1" not in skip:
             results["positions"] = asyncio.run(part1(args, work))
-        if "2" not in skip:
+        if "2" not in skip and args.baseline:
+            results["typing_before_after"] = before_after(args, work)
+        elif "2" not in skip:
             results["typing_opportune"] = asyncio.run(part2(args, work))
         if "3" not in skip:
             results["typing_llama_server"] = asyncio.run(part3(args, work))

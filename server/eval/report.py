@@ -24,7 +24,12 @@ import numpy as np
 from opportune.server.eval.execution import exclusion_reasons, pass_rate
 from opportune.server.eval.metrics import LOWER_IS_BETTER, METRIC_NAMES
 from opportune.server.eval.runner import ConfigResult
-from opportune.server.eval.stats import Interval, format_interval, paired_mean_difference, paired_ratio_difference
+from opportune.server.eval.stats import (
+    Interval,
+    format_interval,
+    paired_mean_difference,
+    paired_ratio_difference,
+)
 from opportune.server.eval.tasks import KINDS
 from opportune.telemetry.cpo import CPO_RATIO, FACTORS, Funnel
 

@@ -25,7 +25,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from opportune.telemetry.dashboard.app import DEFAULT_HOST, DEFAULT_PORT
-from opportune.telemetry.dashboard.data import Choices, Query, QueryError, StoreLoader, build_view, parse_query
+from opportune.telemetry.dashboard.data import (
+    Choices,
+    Query,
+    QueryError,
+    StoreLoader,
+    build_view,
+    parse_query,
+)
 from opportune.telemetry.dashboard.page import CSP, render_page, render_problem
 from opportune.telemetry.metrics import is_loopback
 from opportune.telemetry.store import StoreError
