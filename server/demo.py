@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from opportune.server.backends.base import BackendError
-from opportune.server.engine import Suggestion
+from opportune.server.completion import Suggestion
 from opportune.server.eval.typing import TypingModel, replay
 from opportune.server.session import start_session
 

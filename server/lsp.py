@@ -25,9 +25,8 @@ from pygls.protocol.language_server import lsp_method
 from pygls.uris import to_fs_path
 
 from opportune.server import __version__
-from opportune.server.config import resolve
+from opportune.server.completion import Engine
 from opportune.server.documents import Position
-from opportune.server.engine import Engine
 from opportune.server.session import Session, start_session
 
 log = logging.getLogger(__name__)
@@ -295,10 +294,11 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
                 "lastLatencyMs": None,
                 "busy": False,
             }
+        config = engine.config
         return {
-            "enabled": engine.settings.completion.enabled,
-            "experiment": engine.experiment,
-            "arm": engine.arm,
+            "enabled": config.settings.completion.enabled,
+            "experiment": config.experiment,
+            "arm": config.arm,
             "model": engine.model_id,
             "lastLatencyMs": engine.last_latency_ms,
             "busy": engine.busy,
@@ -306,13 +306,11 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
 
     @server.feature("opportune/setEnabled")
     def set_enabled(ls: OpportuneServer, params: Any) -> dict[str, Any]:
-        engine = ls.engine
         enabled = _field(params, "enabled", True)
         if not isinstance(enabled, bool):
             raise JsonRpcInvalidParams(f"enabled: expected true or false, got {enabled!r}")
-        if engine is not None:
-            settings, _ = resolve({"completion": {"enabled": enabled}}, base=engine.settings)
-            engine.reconfigure(settings)
+        if ls.session is not None:
+            ls.session.set_enabled(enabled)
         return {"enabled": enabled}
 
     @server.feature("opportune/report")
@@ -348,11 +346,9 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
             return
         assert ls.session is not None
         # Rebuilt from the start-up layers plus the client's complete current set, so a setting the user
-        # removed goes back to its default.
-        new, problems = ls.session.resettle(section)
-        for problem in problems:
+        # removed goes back to its default; the arm and its digest follow.
+        for problem in ls.session.apply_client_settings(section):
             ls.tell(f"Opportune settings: {problem}")
-        engine.reconfigure(new)
         # A new model (or the old one fixed) is loaded now, not at the next keystroke, and a failure is
         # told now, while the user is looking at the settings they just changed.
         await engine.load()

@@ -16,8 +16,8 @@ from typing import Any
 import platformdirs
 
 from opportune.server.backends.base import Backend, BackendError
+from opportune.server.completion import Effective, Engine
 from opportune.server.config import ArmSettings, Settings, as_dict, find_config, load_toml, resolve, with_arm
-from opportune.server.engine import Engine
 from opportune.telemetry import events as ev
 from opportune.telemetry.experiments import assign_arm, settings_digest
 from opportune.telemetry.store import EventStore, NullStore, default_db_path
@@ -62,26 +62,41 @@ def install_id(configured: str) -> str:
     return new
 
 
+Layers = tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]  # toml, init options, CLI
+
+
 @dataclass
 class Session:
     engine: Engine
-    settings: Settings
     store: Any
-    arm: str = ""
+    install: str
     problems: list[str] = field(default_factory=list)
     metrics_server: Any = None
-    layers: tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]] = (
-        {},
-        {},
-        {},
-    )  # toml, init options, CLI
+    layers: Layers = ({}, {}, {})
 
-    def resettle(self, client_settings: Mapping[str, Any]) -> tuple[Settings, list[str]]:
-        """Settings after the client sent its complete current set (workspace/didChangeConfiguration)."""
+    @property
+    def config(self) -> Effective:
+        """The configuration in force: the engine holds it, and only the engine."""
+        return self.engine.config
+
+    @property
+    def settings(self) -> Settings:
+        return self.engine.config.settings
+
+    def apply_client_settings(self, client_settings: Mapping[str, Any]) -> list[str]:
+        """The client sent its complete current set (workspace/didChangeConfiguration): the configuration is
+        resolved again from the start-up layers plus this one (a setting the user removed goes back to its
+        default) and swapped whole; returns the problems found."""
         toml, init, overrides = self.layers
         settings, problems = resolve(toml, init, client_settings, overrides)
-        armed, _, arm_problems = choose_arm(settings, self.engine.install_id)
-        return armed, problems + arm_problems
+        config, arm_problems = settle(settings, self.install)
+        self.engine.reconfigure(config)
+        return problems + arm_problems
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Completions on or off (opportune/setEnabled), until the next configuration change."""
+        settings, _ = resolve({"completion": {"enabled": enabled}}, base=self.settings)
+        self.engine.reconfigure(effective(settings, self.config.arm))
 
     def close(self) -> None:
         self.engine.shutdown()
@@ -118,6 +133,18 @@ def _layered(
     return settings, problems + errors, layers
 
 
+def effective(settings: Settings, arm: str) -> Effective:
+    """The configuration value for settings already armed: its digest is computed from them."""
+    digest = settings_digest({"completion": as_dict(settings.completion), "model": as_dict(settings.model)})
+    return Effective(settings, arm, digest)
+
+
+def settle(settings: Settings, install: str) -> tuple[Effective, list[str]]:
+    """Layered settings to the configuration in force: the install's experiment arm applied, its digest."""
+    armed, arm, problems = choose_arm(settings, install)
+    return effective(armed, arm), problems
+
+
 def choose_arm(settings: Settings, install: str) -> tuple[Settings, str, list[str]]:
     exp = settings.experiment
     if not exp.name or not exp.arms:
@@ -140,10 +167,9 @@ def start_session(
 ) -> Session:
     settings, problems, layers = _layered(init_options, overrides, config_path, workspace)
     install = install_id(settings.telemetry.install_id)
-    settings, arm, arm_problems = choose_arm(settings, install)
+    config, arm_problems = settle(settings, install)
     problems += arm_problems
-    digest = settings_digest({"completion": as_dict(settings.completion), "model": as_dict(settings.model)})
-    t = settings.telemetry
+    t = config.settings.telemetry
     if store is None:
         if t.enabled:
             try:
@@ -175,16 +201,18 @@ def start_session(
             metrics.observe(event)
 
     engine = Engine(
-        backend_factory or make_backend,
-        settings,
-        record=record,
-        install_id=install,
-        experiment=settings.experiment.name,
-        arm=arm,
-        arm_digest=digest,
-        notify_user=notify_user,
+        backend_factory or make_backend, config, record=record, install_id=install, notify_user=notify_user
     )
-    return Session(engine, settings, store, arm, problems, metrics_server, layers)
+    return Session(engine, store, install, problems, metrics_server, layers)
 
 
-__all__ = ["BackendError", "Session", "choose_arm", "effective_settings", "make_backend", "start_session"]
+__all__ = [
+    "BackendError",
+    "Session",
+    "choose_arm",
+    "effective",
+    "effective_settings",
+    "make_backend",
+    "settle",
+    "start_session",
+]

@@ -10,9 +10,9 @@ import pytest
 
 from opportune.server.backends.base import BackendError, Generation, GenerationRequest
 from opportune.server.backends.fake import FakeBackend
+from opportune.server.completion import Effective, Engine
 from opportune.server.config import Settings, resolve
 from opportune.server.documents import Document, Position
-from opportune.server.engine import Engine
 from opportune.telemetry import events as ev
 
 URI = "file:///project/calc.py"
@@ -47,7 +47,7 @@ class Typist:
 
 def make(backend: Any, **completion: Any) -> tuple[Engine, list[ev.Event]]:
     events: list[ev.Event] = []
-    return Engine(lambda _s: backend, settings(**completion), record=events.append), events
+    return Engine(lambda _s: backend, Effective(settings(**completion)), record=events.append), events
 
 
 def kinds(events: list[ev.Event], kind: type[ev.Event]) -> list[Any]:
@@ -186,7 +186,7 @@ async def test_explicit_client_reports_win_over_inference() -> None:
     engine.did_accept(s.completion_id, 3)
     explicit = [o for o in kinds(events, ev.Outcome) if not o.inferred]
     assert explicit[-1].outcome == "partial" and explicit[-1].accepted_chars == 3
-    assert engine.client_reports_shown
+    assert engine.tracker.client_reports_shown
     engine.shutdown()
 
 
@@ -197,7 +197,7 @@ async def test_missing_model_answers_nothing_and_tells_the_user_once() -> None:
         raise BackendError("model file not found: /nope.gguf (pass --model PATH to a .gguf file)")
 
     events: list[ev.Event] = []
-    engine = Engine(broken, settings(), record=events.append, notify_user=told.append)
+    engine = Engine(broken, Effective(settings()), record=events.append, notify_user=told.append)
     t = Typist(engine)
     for ch in "ab":
         t.type(ch)

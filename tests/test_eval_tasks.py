@@ -162,16 +162,16 @@ def _empty(tmp_path: Path) -> Path:
 
 def test_the_projects_own_code_is_refused(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
-    assert (root / "server" / "engine.py").is_file()
+    assert (root / "server" / "completion" / "engine.py").is_file()
     with pytest.raises(CorpusError, match="own checkout"):
         folder_roots([root / "server"])
     with pytest.raises(CorpusError, match="own checkout"):
         folder_roots([root])
     # A folder holding a copy of the checkout somewhere inside is refused while walking it.
     outer = tmp_path / "outer"
-    (outer / "copy" / "server").mkdir(parents=True)
+    (outer / "copy" / "server" / "completion").mkdir(parents=True)
     (outer / "copy" / "telemetry").mkdir(parents=True)
-    (outer / "copy" / "server" / "engine.py").write_text("class Engine: ...\n")
+    (outer / "copy" / "server" / "completion" / "engine.py").write_text("class Engine: ...\n")
     (outer / "copy" / "telemetry" / "cpo.py").write_text("")
     with pytest.raises(CorpusError, match="own checkout"):
         load_files([CorpusRoot("outer", outer)])

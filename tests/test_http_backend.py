@@ -313,7 +313,7 @@ async def test_ab_experiment_embedded_against_remote_from_two_merged_stores(
             },
             config_path=config,
         )
-        assert session.problems == [] and session.arm == arm
+        assert session.problems == [] and session.config.arm == arm
         try:
             uri = f"file:///project/{install}/shapes.py"
             session.engine.open(uri, text, "python", 1)

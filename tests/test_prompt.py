@@ -77,84 +77,69 @@ async def test_consecutive_keystrokes_share_the_real_tokenizers_prefix() -> None
     """Issue 5's layout test on the model's own tokenizer, through the engine's prompt input (which keeps
     the window's syntax context stable), typing a line, a new line, a dedent and a half-typed signature."""
     from opportune.server.backends.llama import LlamaBackend, common_prefix
-    from opportune.server.config import Settings
-    from opportune.server.engine import Engine
+    from opportune.server.completion.workspace import Workspace
+    from opportune.server.config import CompletionSettings
     from opportune.server.models import default_model_path
     from opportune.server.prompt import LineTokenCounter
 
     backend = LlamaBackend(default_model_path(), n_ctx=1024, threads=1)
     counter = LineTokenCounter(backend.count_tokens)
-    engine = Engine(lambda _s: backend, Settings())
+    workspace = Workspace()
     uri = "file:///s/store.py"
-    engine.open(uri, SOURCE, "python", 1)
-    state = engine.docs[uri]
+    state = workspace.open(uri, SOURCE, "python", 1, "salt")
     previous: list[int] | None = None
     try:
         for i, ch in enumerate(
             "return self.cache[name]\n        x = 1\n    def other(self):\n        return 2"
         ):
             end = state.doc.position_at(len(state.doc.text))
-            engine.change(uri, i + 2, [(end, end, ch)])
+            workspace.apply(state, i + 2, [(end, end, ch)])
             cursor = len(state.doc.text)
-            data = engine._prompt_input(state, cursor, engine._syntax(state, cursor))
+            memo = dict(state.line_contexts)  # the worker's copy, merged back as after a generation
+            syntax = workspace.syntax(state, cursor)
+            data = workspace.prompt_input(state, cursor, syntax, CompletionSettings(), memo)
             tokens = backend.tokenize(build_prompt(data, budget_tokens=400, count_tokens=counter).text)
+            workspace.merge_contexts(uri, i + 2, memo)
             if previous is not None:
                 assert common_prefix(previous, tokens) >= 0.9 * min(len(previous), len(tokens)), repr(ch)
             previous = tokens
     finally:
-        engine.shutdown()
+        backend.close()
 
 
 @pytest.mark.parametrize("strategy,fim", [("syntax", None), ("prefix", QWEN)])
 def test_a_huge_document_gives_the_prompt_its_whole_text_would(strategy: str, fim) -> None:  # type: ignore[no-untyped-def]
     """The engine hands the prompt only the part of a document within reach of the cursor (so a keystroke
     in a 20 MB file does not copy or scan it whole); the prompt must be the one the whole text gives."""
-    from opportune.server.backends.fake import FakeBackend
+    from opportune.server.completion.workspace import Workspace
     from opportune.server.config import resolve
-    from opportune.server.engine import Engine
 
     text = "import os\n\n\ndef f(x):\n" + "".join(f"    y{i} = x + {i}  # step {i}\n" for i in range(40_000))
-    settings, errors = resolve(
-        {"completion": {"prewarm": False, "promptStrategy": strategy}, "model": {"backend": "fake"}}
-    )
+    settings, errors = resolve({"completion": {"prewarm": False, "promptStrategy": strategy}})
     assert errors == []
-    engine = Engine(lambda _s: FakeBackend(), settings)
-    engine.open("file:///p/big.py", text, "python", 1)
-    state = engine.docs["file:///p/big.py"]
+    workspace = Workspace()
+    state = workspace.open("file:///p/big.py", text, "python", 1, "salt")
     c = settings.completion
-    try:
-        for cursor in (len(text), text.index("y20000 =") + 3, text.index("y3 =") + 2, 12):
-            syntax = engine._syntax(state, cursor)
-            part = engine._prompt_input(state, cursor, syntax)
-            whole = dataclasses.replace(part, text=text, cursor=cursor, first_line=0)
-            assert len(part.text) < 20_000
-            kwargs = {
-                "budget_tokens": c.context_tokens,
-                "count_tokens": count,
-                "strategy": strategy,
-                "fim": fim,
-            }
-            assert build_prompt(part, **kwargs) == build_prompt(whole, **kwargs)
-    finally:
-        engine.shutdown()
+    for cursor in (len(text), text.index("y20000 =") + 3, text.index("y3 =") + 2, 12):
+        syntax = workspace.syntax(state, cursor)
+        part = workspace.prompt_input(state, cursor, syntax, c)
+        whole = dataclasses.replace(part, text=text, cursor=cursor, first_line=0)
+        assert len(part.text) < 20_000
+        kwargs = {"budget_tokens": c.context_tokens, "count_tokens": count, "strategy": strategy, "fim": fim}
+        assert build_prompt(part, **kwargs) == build_prompt(whole, **kwargs)
 
 
 def test_a_minified_line_gives_a_prompt_within_budget_that_ends_at_the_cursor() -> None:
-    from opportune.server.backends.fake import FakeBackend
-    from opportune.server.config import resolve
-    from opportune.server.engine import Engine
+    from opportune.server.completion.workspace import Workspace
+    from opportune.server.config import CompletionSettings
 
     text = "var a=" + "b+c;" * 500_000 + "\n"
-    settings, _ = resolve({"completion": {"prewarm": False}, "model": {"backend": "fake"}})
-    engine = Engine(lambda _s: FakeBackend(), settings)
-    engine.open("file:///p/b.min.js", text, "javascript", 1)
-    state = engine.docs["file:///p/b.min.js"]
-    try:
-        cursor = 1_000_003
-        data = engine._prompt_input(state, cursor, None)
-        assert len(data.text) <= 2 * 16 * settings.completion.context_tokens
-        p = build_prompt(data, budget_tokens=settings.completion.context_tokens, count_tokens=count)
-        assert text[:cursor].endswith(p.text[-200:])
-        assert p.tokens <= settings.completion.context_tokens
-    finally:
-        engine.shutdown()
+    c = CompletionSettings()
+    workspace = Workspace()
+    state = workspace.open("file:///p/b.min.js", text, "javascript", 1, "salt")
+    cursor = 1_000_003
+    data = workspace.prompt_input(state, cursor, None, c)
+    assert len(data.text) <= 2 * 16 * c.context_tokens
+    p = build_prompt(data, budget_tokens=c.context_tokens, count_tokens=count)
+    assert text[:cursor].endswith(p.text[-200:])
+    assert p.tokens <= c.context_tokens

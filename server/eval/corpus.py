@@ -6,7 +6,7 @@ cache directory: ``python -m pip install --no-deps --target`` for Python, ``npm 
 JavaScript (skipped with a message when npm is missing).  Pinning every version in one constant keeps the
 tasks, and so the results, reproducible.  Any folder or git checkout can be given instead.
 
-A folder that is, or contains, a checkout of this project (recognised by ``server/engine.py`` next to
+A folder that is, or contains, a checkout of this project (recognised by ``server/completion/engine.py`` next to
 ``telemetry/cpo.py``) is refused: measuring a model on code its authors tuned the prompts on would flatter it.
 """
 
@@ -105,7 +105,7 @@ def corpus_cache() -> Path:
 
 def project_checkout(folder: Path) -> bool:
     """True when ``folder`` is the root of this project's checkout (or an installed copy of it)."""
-    return (folder / "server" / "engine.py").is_file() and (folder / "telemetry" / "cpo.py").is_file()
+    return (folder / "server" / "completion" / "engine.py").is_file() and (folder / "telemetry" / "cpo.py").is_file()
 
 
 def refuse_own_sources(path: Path) -> None:

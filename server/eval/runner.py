@@ -37,14 +37,14 @@ from typing import Any
 from tqdm import tqdm
 
 from opportune.server.backends.base import Backend, BackendError
+from opportune.server.completion import Engine
 from opportune.server.config import Settings, as_dict, load_toml, resolve
 from opportune.server.documents import Document
-from opportune.server.engine import Engine
 from opportune.server.eval.execution import TaskTests
 from opportune.server.eval.metrics import Scores, score
 from opportune.server.eval.tasks import Span, Task
 from opportune.server.eval.typing import ReplayStats, TypingModel, replay
-from opportune.server.session import start_session
+from opportune.server.session import effective, start_session
 from opportune.telemetry import events as ev
 from opportune.telemetry.cpo import Funnel, GroupSummary, returned_latencies, summarise
 from opportune.telemetry.store import EventStore, open_events
@@ -255,11 +255,11 @@ async def run_typing(
     """Type every span into ``engine`` with its events in ``store``; the funnel per span and overall."""
     router.target = store
     units: list[tuple[Span, str, ReplayStats]] = []
-    saved_install = engine.install_id
+    saved_install = engine.funnel.install_id
     try:
         for k, span in enumerate(spans):
             unit = f"{unit_prefix}-span{k:02d}"
-            engine.install_id = unit  # events of this span carry its unit (see the module docstring)
+            engine.funnel.install_id = unit  # events of this span carry its unit (see the module docstring)
             stats = await replay(
                 engine,
                 span.uri(),
@@ -275,7 +275,7 @@ async def run_typing(
             if progress:
                 progress()
     finally:
-        engine.install_id = saved_install
+        engine.funnel.install_id = saved_install
         router.target = None
         store.close()
     if not units:
@@ -326,7 +326,8 @@ async def evaluate(
         if error:
             raise BackendError(error)
         result.model_id = engine.model_id
-        settings = session.settings
+        in_force = session.config
+        settings = in_force.settings
         if spans:
             store_path = workdir / f"{config.name}.db"
             with contextlib.suppress(FileNotFoundError):
@@ -351,10 +352,10 @@ async def evaluate(
                     settings.completion, deadline_ms=QUALITY_DEADLINE_MS, prewarm=False
                 ),
             )
-            engine.reconfigure(quality)
+            engine.reconfigure(effective(quality, in_force.arm))
             with _progress(len(tasks), f"{config.name}: quality", show_progress, "task") as bar:
                 result.tasks = await run_quality(engine, tasks, progress=lambda: bar.update(1))
-            engine.reconfigure(settings)
+            engine.reconfigure(in_force)
     finally:
         await asyncio.to_thread(session.close)
     result.seconds = time.perf_counter() - started

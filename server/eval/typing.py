@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from opportune.server.completion import Engine, Suggestion
 from opportune.server.documents import Document, Position
-from opportune.server.engine import Engine, Suggestion
 
 
 @dataclass(frozen=True)

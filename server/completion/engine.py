@@ -1,0 +1,298 @@
+"""One completion request end to end: opportunity, trigger rules, typeahead cache, debounce, the model under a
+deadline, post-processing, and the telemetry of what became of it, by coordinating the parts (workspace,
+suggestion tracker, model worker, funnel recorder) on an asyncio loop.  It knows nothing of LSP: the LSP
+layer, the eval harness and the CLI drive the same engine.  The configuration in force is one ``Effective``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from opportune.server.backends.base import Backend
+from opportune.server.completion.effective import Effective
+from opportune.server.completion.funnel import FunnelRecorder, Recorder, RequestTrace
+from opportune.server.completion.tracker import TYPING_KINDS, Suggestion, SuggestionTracker
+from opportune.server.completion.worker import Job, Live, ModelWorker, wait_for_text
+from opportune.server.completion.workspace import LINE_CHARS, Change, DocState, PendingOpportunity, Workspace
+from opportune.server.config import Settings
+from opportune.server.context.syntax import SyntaxContext
+from opportune.server.documents import Position
+from opportune.server.postprocess import Shape, finish, should_trigger, stop_reached
+from opportune.telemetry import events as ev
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(
+        self,
+        backend_factory: Callable[[Settings], Backend],
+        config: Effective,
+        *,
+        record: Recorder | None = None,
+        install_id: str = "local",
+        session_id: str | None = None,
+        notify_user: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.workspace = Workspace()
+        self.worker = ModelWorker(backend_factory, notify_user, on_finished=self._job_finished)
+        session = session_id or ev.new_id()
+        worker = self.worker
+        self.funnel = FunnelRecorder(
+            record, lambda: self.config, lambda: worker.model_id, worker.count_tokens, install_id, session
+        )
+        self.tracker = SuggestionTracker(self.funnel, self.workspace.get)
+        self.last_latency_ms: float | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.config.settings
+
+    @property
+    def model_id(self) -> str:
+        return self.worker.model_id
+
+    @property
+    def busy(self) -> bool:
+        return self.worker.busy
+
+    def load_backend(self) -> str | None:
+        """Load the model now (at start-up, off the loop); returns the error for the user, if any."""
+        return self.worker.load_backend(self.settings)
+
+    async def load(self) -> None:
+        """Load the model on the worker, off the event loop, and tell the user once if it cannot be."""
+        await self.worker.load(self.settings)
+
+    def reconfigure(self, config: Effective) -> None:
+        """A new configuration in force; the model is reloaded on next use when its settings changed."""
+        model_changed = config.settings.model != self.settings.model
+        self.config = config
+        if model_changed:
+            self.worker.swap_model()
+
+    # ---- documents ----------------------------------------------------------------------------------
+
+    def open(self, uri: str, text: str, language_id: str = "", version: int = 0) -> None:
+        state = self.workspace.open(uri, text, language_id, version, self.funnel.install_id)
+        self.funnel.edit(state.language, state.hash, "open", len(text), 0)
+        if self.settings.completion.prewarm and self.settings.completion.enabled:
+            self._prewarm(state, len(text))
+
+    def close(self, uri: str) -> None:
+        state = self.workspace.close(uri)
+        if state and state.active:
+            self.tracker.close_active(state, "closed")
+        self.worker.cancel_for(uri)
+
+    def change(self, uri: str, version: int, changes: list[Change]) -> None:
+        state = self.workspace.get(uri)
+        if state is None:
+            log.warning("change for a document that is not open: %s", uri)
+            return
+        edits = self.workspace.apply(state, version, changes)
+        kind = self.tracker.classify(state, edits)
+        if kind in TYPING_KINDS:
+            state.keystrokes.append(time.monotonic())
+            opp = PendingOpportunity(ev.new_id(), version, edits[-1].new_end, edit_start=edits[-1].start)
+            state.opportunity = opp
+            self.funnel.opportunity(state.language, opp.opportunity_id, state.hash, kind)
+        else:
+            state.opportunity = None
+            inserted = sum(len(e.inserted) for e in edits)
+            removed = sum(len(e.removed) for e in edits)
+            self.funnel.edit(state.language, state.hash, kind, inserted, removed)
+        self.worker.follow(uri, state.doc.text, edits[-1].new_end)
+        if kind == "accept" and self.settings.completion.enabled:
+            self._speculate(state, edits[-1].new_end)
+
+    # ---- the client's reports -----------------------------------------------------------------------
+
+    def did_show(self, completion_id: str) -> None:
+        self.tracker.did_show(completion_id)
+
+    def did_accept(self, completion_id: str, length: int | None = None) -> None:
+        self.tracker.did_accept(completion_id, length)
+
+    def did_reject(self, completion_id: str, reason: str) -> None:
+        self.tracker.did_reject(completion_id, reason)
+
+    # ---- completion ---------------------------------------------------------------------------------
+
+    async def complete(self, uri: str, position: Position, invoked: bool = False) -> Suggestion | None:
+        """The suggestion for a keystroke, or None; a cancelled request is recorded as lost to cancellation."""
+        state = self.workspace.get(uri)
+        if state is None:
+            return None
+        trace = RequestTrace(uri, state.language, state.doc.version)
+        try:
+            return await self._complete(state, position, invoked, trace)
+        except asyncio.CancelledError:
+            if trace.attempt_id is not None:
+                self._lose(state, trace, "cancelled")
+            # Cancelled with no edit since: stop the model.  After an edit, ``change`` already stopped a
+            # generation the typing left behind; one it still covers goes on into the typeahead cache.
+            if state.doc.version == trace.version:
+                self.worker.cancel_for(uri)
+            raise
+
+    async def _complete(
+        self, state: DocState, position: Position, invoked: bool, trace: RequestTrace
+    ) -> Suggestion | None:
+        doc = state.doc
+        version = trace.version
+        cursor = doc.offset_at(position)
+        if state.last_answer and state.last_answer[:2] == (version, cursor):
+            return state.last_answer[2]  # the client asked again for the same keystroke
+        c = self.settings.completion
+        opp = state.opportunity
+        if opp is None or not opp.covers(version, cursor):
+            continuation = self.tracker.continuation(state, cursor)
+            if continuation is not None and not invoked:
+                return continuation
+            if not invoked:
+                # Not a fresh edit at the cursor (a cursor move): no opportunity, but warm the model there.
+                if c.prewarm and c.enabled:
+                    self._prewarm(state, cursor)
+                return None
+            opp = PendingOpportunity(ev.new_id(), version, cursor)
+            self.funnel.opportunity(state.language, opp.opportunity_id, state.hash, "insert", "invoked")
+        opp.attempted = True
+        state.opportunity = opp
+
+        line_prefix, line_suffix = doc.line_around(cursor, LINE_CHARS)
+        binary = "\x00" in line_prefix or "\x00" in line_suffix
+        rule = (
+            "disabled" if not c.enabled else "binary" if binary else should_trigger(line_prefix, line_suffix)
+        )
+        if rule in ("disabled", "binary") or (rule and not invoked):
+            self.funnel.skip(state.language, opp.opportunity_id, rule or "")
+            state.last_answer = (version, cursor, None)
+            return None
+        trace.stage("trigger", trace.started)
+
+        syntax = self.workspace.syntax(state, cursor)
+        shape = self.workspace.shape(syntax, doc, cursor, line_prefix, line_suffix, c)
+        text_now = doc.text  # a snapshot: str is immutable, and later keystrokes replace doc.text
+
+        # Typeahead: the generation on screen (or still running) already covers what was typed.
+        t0 = time.perf_counter()
+        live = self.worker.live
+        remaining = (
+            live.remaining_after(text_now, cursor)
+            if (live and live.uri == doc.uri and c.typeahead_cache)
+            else None
+        )
+        trace.stage("cache", t0)
+        if live is not None and remaining is not None:
+            self.funnel.attempt(trace, opp.opportunity_id, "cache")
+            trace.live = live
+            text = finish(remaining, shape) if live.done or stop_reached(remaining, shape) else ""
+            if not text and not live.done:
+                text = await self._wait(live, state, trace, text_now, cursor)
+            return self._answer(state, trace, cursor, text)
+
+        # Debounce (an arm setting): a newer keystroke during it cancels the request before any model work.
+        delay = self.worker.debounce_ms(c.debounce_ms, c.adaptive_debounce, self.workspace.typing_gap(state))
+        if delay > 0:
+            t0 = time.perf_counter()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.changed.wait(), delay / 1000)
+            trace.stage("debounce", t0)
+        if doc.version != version:
+            # A newer keystroke arrived during the debounce: the server never set out, so no attempt.
+            self.funnel.skip(state.language, opp.opportunity_id, "debounced")
+            return None
+        self.funnel.attempt(trace, opp.opportunity_id, "model")
+        live = self._start(state, cursor, syntax, shape, text_now)
+        text = await self._wait(live, state, trace, text_now, cursor)
+        trace.live = live
+        if live.error:
+            return self._lose(state, trace, "error")
+        return self._answer(state, trace, cursor, text)
+
+    def _job(self, state: DocState, cursor: int, syntax: SyntaxContext | None, live: Live) -> Job:
+        """The frozen job of a generation into ``live``: the settings in force now, the prompt's input."""
+        live.memo, live.memo_version = dict(state.line_contexts), state.doc.version
+        settings = self.settings
+        data = self.workspace.prompt_input(state, cursor, syntax, settings.completion, live.memo)
+        return Job(settings, data, live.shape)
+
+    def _start(
+        self, state: DocState, cursor: int, syntax: SyntaxContext | None, shape: Shape, text: str
+    ) -> Live:
+        """Start a generation at ``cursor`` with the settings in force now."""
+        live = Live.at_cursor(state.doc.uri, text, cursor, shape)
+        self.worker.start(live, self._job(state, cursor, syntax, live))
+        return live
+
+    async def _wait(self, live: Live, state: DocState, trace: RequestTrace, text: str, cursor: int) -> str:
+        version, deadline_ms, gap = (
+            trace.version,
+            self.settings.completion.deadline_ms,
+            self.workspace.typing_gap(state),
+        )
+        current = lambda: state.doc.version == version  # noqa: E731
+        return await wait_for_text(live, current, text, cursor, trace.started, deadline_ms, gap)
+
+    def _answer(self, state: DocState, trace: RequestTrace, cursor: int, text: str) -> Suggestion | None:
+        live = trace.live
+        if state.doc.version != trace.version:
+            return self._lose(state, trace, "superseded")
+        if not text:
+            reason: ev.LossReason = "empty"
+            if live is not None and not live.done:
+                reason = "cancelled" if live.cancel.is_set() else "deadline"
+            return self._lose(state, trace, reason)
+        t0 = time.perf_counter()
+        total_ms = (t0 - trace.started) * 1000
+        position = state.doc.position_at(cursor)
+        assert trace.attempt_id is not None
+        suggestion = Suggestion(ev.new_id(), text, cursor, position, total_ms, trace.source)
+        self.tracker.offer(state, suggestion, trace.attempt_id)
+        state.last_answer = (trace.version, cursor, suggestion)
+        self.last_latency_ms = total_ms
+        trace.stage("postprocess", t0)
+        self.funnel.response(trace, suggestion)
+        self.tracker.assume_shown(state, suggestion, trace.attempt_id)
+        return suggestion
+
+    def _lose(self, state: DocState, trace: RequestTrace, reason: ev.LossReason) -> Suggestion | None:
+        state.last_answer = None
+        self.funnel.response(trace, None, reason)
+        return None
+
+    # ---- the model's idle time ----------------------------------------------------------------------
+
+    def _speculate(self, state: DocState, cursor: int) -> None:
+        """After an accept, start the next suggestion before the user asks for it."""
+        line_prefix, line_suffix = state.doc.line_around(cursor, LINE_CHARS)
+        if should_trigger(line_prefix, line_suffix):
+            return
+        syntax = self.workspace.syntax(state, cursor)
+        shape = self.workspace.shape(
+            syntax, state.doc, cursor, line_prefix, line_suffix, self.settings.completion
+        )
+        self._start(state, cursor, syntax, shape, state.doc.text)
+
+    def _prewarm(self, state: DocState, cursor: int) -> None:
+        """Evaluate the prompt at ``cursor`` while the model is idle, so the first keystroke there is warm."""
+        if self.worker.idle:
+            placeholder = Live.at_cursor(state.doc.uri, "", 0, Shape(False, 1, "", ""), prewarm=True)
+            syntax = self.workspace.syntax(state, cursor)
+            self.worker.prewarm(placeholder, self._job(state, cursor, syntax, placeholder))
+
+    def _job_finished(self, live: Live) -> None:
+        self.workspace.merge_contexts(live.uri, live.memo_version, live.memo)
+
+    def shutdown(self) -> None:
+        self.worker.cancel_live()
+        for state in list(self.workspace.docs.values()):
+            if state.active:
+                self.tracker.close_active(state, "shutdown")
+        self.worker.shutdown()

@@ -1,0 +1,168 @@
+"""The funnel recorder: telemetry events from what the engine did, with the fields every row carries.
+
+A completion request is followed by one ``RequestTrace`` (its ids, its stage timings, the generation that
+served it); the recorder turns it, and the engine's other observations (edits, opportunities, skips,
+outcomes), into ``opportune.telemetry.events`` rows.  Recording never raises into the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from opportune.server.completion.effective import Effective
+from opportune.server.completion.tracker import Suggestion
+from opportune.server.completion.worker import Live
+from opportune.telemetry import events as ev
+
+log = logging.getLogger(__name__)
+
+Recorder = Callable[[ev.Event], None]
+
+
+@dataclass
+class RequestTrace:
+    """One completion request, from arrival to answer: what the response event is made of."""
+
+    uri: str
+    language: str | None
+    version: int  # the document's version when the request arrived
+    started: float = field(default_factory=time.perf_counter)
+    attempt_id: str | None = None  # set once the server sets out to answer
+    source: ev.AttemptSource = "model"
+    live: Live | None = None  # the generation the answer comes from
+    stages: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
+
+    def stage(self, name: str, since: float) -> None:
+        self.stages[name] = (time.perf_counter() - since) * 1000
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+class FunnelRecorder:
+    def __init__(
+        self,
+        record: Recorder | None,
+        config: Callable[[], Effective],
+        model_id: Callable[[], str],
+        count_tokens: Callable[[str], int],
+        install_id: str,
+        session_id: str,
+    ) -> None:
+        self.record: Recorder = record or (lambda _e: None)
+        self._config = config
+        self._model_id = model_id
+        self._count_tokens = count_tokens
+        self.install_id = install_id
+        self.session_id = session_id
+
+    def common(self, language: str | None) -> ev.Common:
+        config = self._config()
+        return ev.Common(
+            install_id=self.install_id,
+            session_id=self.session_id,
+            experiment=config.experiment,
+            arm=config.arm,
+            arm_digest=config.arm_digest,
+            model_id=self._model_id() or config.settings.model.backend,
+            language=language or "plaintext",
+            client=config.settings.client_name,
+        )
+
+    def emit(self, event: ev.Event) -> None:
+        try:
+            self.record(event)
+        except Exception:  # telemetry never breaks completions
+            log.exception("recording %s failed", event.kind)
+
+    # ---- the editor's side --------------------------------------------------------------------------
+
+    def edit(
+        self, language: str | None, document_hash: str, kind: ev.EditKind, inserted: int, removed: int
+    ) -> None:
+        self.emit(ev.Edit(self.common(language), document_hash, kind, inserted, removed))
+
+    def opportunity(
+        self,
+        language: str | None,
+        opportunity_id: str,
+        document_hash: str,
+        kind: ev.EditKind,
+        trigger: ev.TriggerKind = "automatic",
+    ) -> None:
+        self.emit(ev.Opportunity(self.common(language), opportunity_id, document_hash, kind, trigger))
+
+    def skip(self, language: str | None, opportunity_id: str, rule: str) -> None:
+        self.emit(ev.Skip(self.common(language), opportunity_id, rule))
+
+    def shown(self, language: str | None, completion_id: str, attempt_id: str, *, inferred: bool) -> None:
+        self.emit(ev.Shown(self.common(language), completion_id, attempt_id, inferred=inferred))
+
+    def outcome(
+        self,
+        language: str | None,
+        completion_id: str,
+        outcome: ev.OutcomeKind,
+        accepted: str,
+        reason: str,
+        *,
+        inferred: bool,
+    ) -> None:
+        self.emit(
+            ev.Outcome(
+                self.common(language),
+                completion_id,
+                outcome,
+                accepted_chars=len(accepted),
+                accepted_tokens=self._count_tokens(accepted) if accepted else 0,
+                reason=reason,
+                inferred=inferred,
+            )
+        )
+
+    # ---- a request ----------------------------------------------------------------------------------
+
+    def attempt(self, trace: RequestTrace, opportunity_id: str, source: ev.AttemptSource) -> None:
+        trace.attempt_id = ev.new_id()
+        trace.source = source
+        self.emit(ev.Attempt(self.common(trace.language), trace.attempt_id, opportunity_id, source))
+
+    def response(
+        self, trace: RequestTrace, suggestion: Suggestion | None, loss: ev.LossReason | None = None
+    ) -> None:
+        assert trace.attempt_id is not None
+        live = trace.live
+        stages = trace.stages
+        result = live.result if live else None
+        if live and live.prompt is not None:
+            stages.setdefault("context", live.context_ms)
+        if result is not None:
+            stages.setdefault("prefill", result.prefill_ms)
+            if result.first_token_ms is not None:
+                stages.setdefault("decode", result.total_ms - result.prefill_ms)
+        text = suggestion.text if suggestion else ""
+        prompt = live.prompt if live else None
+        self.emit(
+            ev.Response(
+                self.common(trace.language),
+                trace.attempt_id,
+                latency_first_ms=result.first_token_ms if result else None,
+                latency_total_ms=trace.elapsed_ms(),
+                generated_tokens=live.tokens if live else 0,
+                stop_reason=(result.stop_reason if result else ("cache" if live else "none")),
+                chars=len(text),
+                lines=text.count("\n") + 1 if text else 0,
+                loss_reason=loss,
+                stages_ms=json.dumps({k: round(v, 2) for k, v in stages.items()}),
+                completion_id=suggestion.completion_id if suggestion else None,
+                completion_tokens=self._count_tokens(text) if text else 0,
+                completion_text=text or None,
+                prompt_text=prompt.text if prompt else None,
+                prompt_tokens=prompt.tokens if prompt else 0,
+                reused_tokens=result.reused_tokens if result else 0,
+            )
+        )
