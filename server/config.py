@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 
-@dataclass
+@dataclass(frozen=True)
 class CompletionSettings:
     deadline_ms: int = 300
     """Hard budget from request to answer. What the model has produced by then is answered; the rest is
@@ -53,7 +53,7 @@ class CompletionSettings:
     enabled: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelSettings:
     backend: Literal["llama", "fake", "openai", "llama-server"] = "llama"
     """llama: a local GGUF through llama-cpp-python; fake: a deterministic stand-in for tests only;
@@ -76,7 +76,7 @@ class ModelSettings:
     """fake backend only: delay per generated token."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TelemetrySettings:
     enabled: bool = True
     db: str = ""
@@ -92,7 +92,7 @@ class TelemetrySettings:
     """Randomisation unit for experiments; empty means a random id kept in the state directory."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ArmSettings:
     name: str = ""
     weight: float = 1.0
@@ -102,7 +102,7 @@ class ArmSettings:
     """Overrides of [model] keys for this arm."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExperimentSettings:
     name: str = ""
     """Empty: no experiment running."""
@@ -111,7 +111,7 @@ class ExperimentSettings:
     arms: list[ArmSettings] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
     completion: CompletionSettings = field(default_factory=CompletionSettings)
     model: ModelSettings = field(default_factory=ModelSettings)

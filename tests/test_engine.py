@@ -7,42 +7,20 @@ import asyncio
 from typing import Any
 
 import pytest
+from engine_support import URI, Typist
 
 from opportune.server.backends.base import BackendError, Generation, GenerationRequest
 from opportune.server.backends.fake import FakeBackend
 from opportune.server.completion import Effective, Engine
 from opportune.server.config import Settings, resolve
-from opportune.server.documents import Document, Position
+from opportune.server.documents import Position
 from opportune.telemetry import events as ev
-
-URI = "file:///project/calc.py"
-TEXT = "import math\n\n\ndef area(r):\n    "
 
 
 def settings(**completion: Any) -> Settings:
     s, errors = resolve({"completion": {"prewarm": False, **completion}, "model": {"backend": "fake"}})
     assert errors == []
     return s
-
-
-class Typist:
-    """Types at the end of one document, as an editor would report it."""
-
-    def __init__(self, engine: Engine, text: str = TEXT) -> None:
-        self.engine = engine
-        self.doc = Document(URI, text)
-        self.version = 1
-        engine.open(URI, text, "python", 1)
-
-    def type(self, chars: str) -> Position:
-        end = self.doc.position_at(len(self.doc.text))
-        self.doc.apply(end, end, chars)
-        self.version += 1
-        self.engine.change(URI, self.version, [(end, end, chars)])
-        return self.doc.position_at(len(self.doc.text))
-
-    async def complete(self) -> Any:
-        return await self.engine.complete(URI, self.doc.position_at(len(self.doc.text)))
 
 
 def make(backend: Any, **completion: Any) -> tuple[Engine, list[ev.Event]]:
