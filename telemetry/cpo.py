@@ -168,10 +168,13 @@ def funnel_counts(frames: EventFrames, by: Sequence[str] = ()) -> pd.DataFrame:
     """The funnel counts (``COUNT_COLUMNS``) per group, one row per group, keys as columns.
 
     ``by`` holds grouping names or columns (``language``, ``arm``, ``model``, ``install_id``...); with
-    none, one row for everything.  Groups absent from one kind of event get zeros.
+    none, one row for everything.  Groups absent from one kind of event get zeros.  By model, the rows
+    recorded before the model was known are left out.
     """
     keys = [group_column(b) for b in by]
     group_keys = keys or ["_all"]
+    if "model_id" in keys:
+        frames = frames.known_models()
 
     def grouped(df: pd.DataFrame) -> Any:
         return _by_groups(_keyed(df, keys), group_keys)
@@ -297,6 +300,8 @@ def summarise(frames: EventFrames, by: Sequence[str] = ()) -> list[GroupSummary]
     """One ``GroupSummary`` per group (sorted by key), or one for everything when ``by`` is empty."""
     keys = [group_column(b) for b in by]
     group_keys = keys or ["_all"]
+    if "model_id" in keys:
+        frames = frames.known_models()  # rows before the model was known name no model
     counts = funnel_counts(frames, by)
 
     # Everything below is one vectorised pass per quantity, then looked up per group: a report by

@@ -18,6 +18,9 @@ AttemptSource = Literal["model", "cache"]
 # Why an attempt ended without a suggestion on screen.
 LossReason = Literal["deadline", "cancelled", "superseded", "empty", "error", "skipped"]
 OutcomeKind = Literal["accepted", "partial", "rejected"]
+# ``model_id`` of rows recorded before the model was known (still loading, or a remote server that has not
+# named its model yet); per-model reports leave these rows out.
+UNKNOWN_MODEL = "unknown"
 
 
 def new_id() -> str:
@@ -33,7 +36,7 @@ class Common:
     experiment: str = ""
     arm: str = ""
     arm_digest: str = ""
-    model_id: str = ""
+    model_id: str = ""  # the GGUF's name or the remote model id; UNKNOWN_MODEL before it is known
     language: str = ""
     client: str = ""
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from opportune.telemetry.events import Event
+from opportune.telemetry.events import UNKNOWN_MODEL, Event
 from opportune.telemetry.schema import COLUMNS, KINDS, column_names, event_to_row, row_to_event
 
 
@@ -197,6 +197,16 @@ class EventFrames:
                 mask &= df["experiment"] == experiment
             tables[kind] = df[mask].reset_index(drop=True)
         return EventFrames(tables)
+
+    def known_models(self) -> EventFrames:
+        """Without the rows recorded before the model was known (``events.UNKNOWN_MODEL``): a per-model row
+        made of them would name no model and mix the funnel of whichever model came next."""
+        return EventFrames(
+            {
+                kind: df[df["model_id"] != UNKNOWN_MODEL].reset_index(drop=True)
+                for kind, df in self.tables.items()
+            }
+        )
 
     def iter_records(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """(kind, flat row with plain Python values) for every event, kind by kind, in time order."""

@@ -190,11 +190,12 @@ class Engine:
         )
         trace.stage("cache", t0)
         if live is not None and remaining is not None:
-            self.funnel.attempt(trace, opp.opportunity_id, "cache")
+            # A finished generation's text is the typeahead cache; one still running is the model answering.
+            self.funnel.attempt(trace, opp.opportunity_id, "cache" if live.done else "model")
             trace.live = live
             text = finish(remaining, shape) if live.done or stop_reached(remaining, shape) else ""
             if not text and not live.done:
-                text = await self._wait(live, state, trace, text_now, cursor)
+                text = await self._wait(live, state, trace, text_now, cursor, c.deadline_ms)
             return self._answer(state, trace, cursor, text)
 
         # Debounce (an arm setting): a newer keystroke during it cancels the request before any model work.
@@ -209,9 +210,8 @@ class Engine:
             self.funnel.skip(state.language, opp.opportunity_id, "debounced")
             return None
         self.funnel.attempt(trace, opp.opportunity_id, "model")
-        live = self._start(state, cursor, syntax, shape, text_now)
-        text = await self._wait(live, state, trace, text_now, cursor)
-        trace.live = live
+        live = trace.live = self._start(state, cursor, syntax, shape, text_now)
+        text = await self._wait(live, state, trace, text_now, cursor, c.deadline_ms)
         if live.error:
             return self._lose(state, trace, "error")
         return self._answer(state, trace, cursor, text)
@@ -231,12 +231,10 @@ class Engine:
         self.worker.start(live, self._job(state, cursor, syntax, live))
         return live
 
-    async def _wait(self, live: Live, state: DocState, trace: RequestTrace, text: str, cursor: int) -> str:
-        version, deadline_ms, gap = (
-            trace.version,
-            self.settings.completion.deadline_ms,
-            self.workspace.typing_gap(state),
-        )
+    async def _wait(
+        self, live: Live, state: DocState, trace: RequestTrace, text: str, cursor: int, deadline_ms: int
+    ) -> str:
+        version, gap = trace.version, self.workspace.typing_gap(state)
         current = lambda: state.doc.version == version  # noqa: E731
         return await wait_for_text(live, current, text, cursor, trace.started, deadline_ms, gap)
 

@@ -3,10 +3,20 @@
 A completion request is followed by one ``RequestTrace`` (its ids, its stage timings, the generation that
 served it); the recorder turns it, and the engine's other observations (edits, opportunities, skips,
 outcomes), into ``opportune.telemetry.events`` rows.  Recording never raises into the caller.
+
+Labels say what happened.  ``model_id`` is the model that answered (the GGUF's name, the remote model id),
+``events.UNKNOWN_MODEL`` before the model is known.  An answer comes from the model (``source = 'model'``:
+a generation started for the request, or one still running that the request joined) or from the typeahead
+cache (``'cache'``: the text of a finished generation, no model work).  ``stop_reason`` is the finished
+generation's own (stop, eos, length), ``progressive`` for an answer taken while the generation went on,
+``cache``, ``error``, ``cancelled``, ``running`` (no answer, the generation went on), or ``none`` (no
+generation).  A model answer carries its generation's first-token latency and context, prefill and decode
+stages; while the generation still runs, prefill is measured up to its first token.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -68,7 +78,7 @@ class FunnelRecorder:
             experiment=config.experiment,
             arm=config.arm,
             arm_digest=config.arm_digest,
-            model_id=self._model_id() or config.settings.model.backend,
+            model_id=self._model_id() or ev.UNKNOWN_MODEL,
             language=language or "plaintext",
             client=config.settings.client_name,
         )
@@ -135,25 +145,32 @@ class FunnelRecorder:
         self, trace: RequestTrace, suggestion: Suggestion | None, loss: ev.LossReason | None = None
     ) -> None:
         assert trace.attempt_id is not None
-        live = trace.live
+        live = trace.live if trace.source == "model" else None  # a cache answer did no model work
         stages = trace.stages
-        result = live.result if live else None
-        if live and live.prompt is not None:
-            stages.setdefault("context", live.context_ms)
-        if result is not None:
-            stages.setdefault("prefill", result.prefill_ms)
-            if result.first_token_ms is not None:
-                stages.setdefault("decode", result.total_ms - result.prefill_ms)
+        common = self.common(trace.language)
+        first_token_ms = live.first_token_ms() if live else None
+        if live is not None:
+            if live.model_id:
+                common = dataclasses.replace(common, model_id=live.model_id)
+            if live.prompt is not None:
+                stages.setdefault("context", live.context_ms)
+            if live.result is not None:
+                stages.setdefault("prefill", live.result.prefill_ms)
+                if first_token_ms is not None:
+                    stages.setdefault("decode", live.result.total_ms - live.result.prefill_ms)
+            elif first_token_ms is not None and live.first_token_at is not None:
+                stages.setdefault("prefill", first_token_ms)
+                stages.setdefault("decode", (time.perf_counter() - live.first_token_at) * 1000)
         text = suggestion.text if suggestion else ""
         prompt = live.prompt if live else None
         self.emit(
             ev.Response(
-                self.common(trace.language),
+                common,
                 trace.attempt_id,
-                latency_first_ms=result.first_token_ms if result else None,
+                latency_first_ms=first_token_ms,
                 latency_total_ms=trace.elapsed_ms(),
                 generated_tokens=live.tokens if live else 0,
-                stop_reason=(result.stop_reason if result else ("cache" if live else "none")),
+                stop_reason=stop_reason(trace, answered=suggestion is not None),
                 chars=len(text),
                 lines=text.count("\n") + 1 if text else 0,
                 loss_reason=loss,
@@ -163,6 +180,22 @@ class FunnelRecorder:
                 completion_text=text or None,
                 prompt_text=prompt.text if prompt else None,
                 prompt_tokens=prompt.tokens if prompt else 0,
-                reused_tokens=result.reused_tokens if result else 0,
+                reused_tokens=live.result.reused_tokens if live and live.result else 0,
             )
         )
+
+
+def stop_reason(trace: RequestTrace, *, answered: bool) -> str:
+    """Why the text of a response ends where it does (see the module docstring)."""
+    live = trace.live
+    if live is None:
+        return "none"
+    if trace.source == "cache":
+        return "cache"
+    if live.error:
+        return "error"
+    if live.result is not None:
+        return live.result.stop_reason
+    if live.cancel.is_set():
+        return "cancelled"
+    return "progressive" if answered else "running"
