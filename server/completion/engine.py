@@ -149,7 +149,8 @@ class Engine:
         cursor = doc.offset_at(position)
         if state.last_answer and state.last_answer[:2] == (version, cursor):
             return state.last_answer[2]  # the client asked again for the same keystroke
-        c = self.settings.completion
+        settings = self.settings  # once: a settings change during the request applies to the next one
+        c = settings.completion
         opp = state.opportunity
         if opp is None or not opp.covers(version, cursor):
             continuation = self.tracker.continuation(state, cursor)
@@ -210,25 +211,26 @@ class Engine:
             self.funnel.skip(state.language, opp.opportunity_id, "debounced")
             return None
         self.funnel.attempt(trace, opp.opportunity_id, "model")
-        live = trace.live = self._start(state, cursor, syntax, shape, text_now)
+        live = trace.live = self._start(state, cursor, syntax, shape, text_now, settings)
         text = await self._wait(live, state, trace, text_now, cursor, c.deadline_ms)
         if live.error:
             return self._lose(state, trace, "error")
         return self._answer(state, trace, cursor, text)
 
-    def _job(self, state: DocState, cursor: int, syntax: SyntaxContext | None, live: Live) -> Job:
-        """The frozen job of a generation into ``live``: the settings in force now, the prompt's input."""
+    def _job(
+        self, state: DocState, cursor: int, syntax: SyntaxContext | None, live: Live, settings: Settings
+    ) -> Job:
+        """The frozen job of a generation into ``live``: the request's settings, the prompt's input."""
         live.memo, live.memo_version = dict(state.line_contexts), state.doc.version
-        settings = self.settings
         data = self.workspace.prompt_input(state, cursor, syntax, settings.completion, live.memo)
         return Job(settings, data, live.shape)
 
     def _start(
-        self, state: DocState, cursor: int, syntax: SyntaxContext | None, shape: Shape, text: str
+        self, state: DocState, cursor: int, syntax: SyntaxContext | None, shape: Shape, text: str, s: Settings
     ) -> Live:
-        """Start a generation at ``cursor`` with the settings in force now."""
+        """Start a generation at ``cursor`` with settings ``s``."""
         live = Live.at_cursor(state.doc.uri, text, cursor, shape)
-        self.worker.start(live, self._job(state, cursor, syntax, live))
+        self.worker.start(live, self._job(state, cursor, syntax, live, s))
         return live
 
     async def _wait(
@@ -276,14 +278,14 @@ class Engine:
         shape = self.workspace.shape(
             syntax, state.doc, cursor, line_prefix, line_suffix, self.settings.completion
         )
-        self._start(state, cursor, syntax, shape, state.doc.text)
+        self._start(state, cursor, syntax, shape, state.doc.text, self.settings)
 
     def _prewarm(self, state: DocState, cursor: int) -> None:
         """Evaluate the prompt at ``cursor`` while the model is idle, so the first keystroke there is warm."""
         if self.worker.idle:
             placeholder = Live.at_cursor(state.doc.uri, "", 0, Shape(False, 1, "", ""), prewarm=True)
             syntax = self.workspace.syntax(state, cursor)
-            self.worker.prewarm(placeholder, self._job(state, cursor, syntax, placeholder))
+            self.worker.prewarm(placeholder, self._job(state, cursor, syntax, placeholder, self.settings))
 
     def _job_finished(self, live: Live) -> None:
         self.workspace.merge_contexts(live.uri, live.memo_version, live.memo)
