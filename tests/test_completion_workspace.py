@@ -1,17 +1,18 @@
 """The workspace on its own: documents and trees follow edits, the prompt sees a bounded part, and the
-window-line syntax memo is the loop's alone (the worker fills a private copy that is merged back)."""
+window-line syntax memo, shared with the model worker, stays consistent while both use it."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from opportune.server.backends.fake import fake_tokens
-from opportune.server.completion.workspace import Workspace
+from opportune.server.completion.workspace import LineContexts, Workspace
 from opportune.server.config import CompletionSettings
+from opportune.server.context.syntax import SyntaxContext
 from opportune.server.documents import Position
 from opportune.server.prompt import build_prompt
 
@@ -67,35 +68,70 @@ def test_the_prompt_part_of_a_long_document_is_bounded_and_starts_on_a_line() ->
     assert data.text.startswith("v") and data.first_line > 0
 
 
-async def test_the_worker_fills_its_own_copy_of_the_memo_and_the_loop_merges_it() -> None:
+def test_window_line_contexts_found_for_one_job_serve_the_next_until_an_edit_reaches_them() -> None:
     ws = Workspace()
-    state = ws.open(URI, SOURCE + "    def last(self):\n        ", "python", 1, "salt")
+    state = ws.open(URI, SOURCE, "python", 1, "salt")
     cursor = len(state.doc.text)
-    memo = dict(state.line_contexts)
-    data = ws.prompt_input(state, cursor, ws.syntax(state, cursor), CompletionSettings(), memo)
-    before = dict(state.line_contexts)
-    await asyncio.to_thread(build_on_a_worker_thread, data)
-    # The document's memo was not touched from the worker (the loop may be iterating it meanwhile)...
-    assert state.line_contexts == before
-    assert memo, "the prompt looked up no window line"
-    # ...and what the worker learned is kept once merged back on the loop.
-    ws.merge_contexts(URI, 1, memo)
-    assert state.line_contexts == memo
+    c = CompletionSettings()
+    build_on_a_worker_thread(ws.prompt_input(state, cursor, ws.syntax(state, cursor), c), budget=400)
+    (line,) = state.line_contexts.lines()
+    below = state.doc.position_at(cursor)
+    ws.apply(state, 2, [(below, below, "x")])  # typing below the window line keeps it
+    assert list(state.line_contexts.lines()) == [line]
+    above = Position(line - 1, 0)
+    ws.apply(state, 3, [(above, above, "# note\n")])
+    assert state.line_contexts.lines() == {}
 
 
-def test_what_a_job_learned_is_kept_unless_an_edit_since_reached_its_line() -> None:
-    for edit_above in (False, True):
-        ws = Workspace()
-        state = ws.open(URI, SOURCE, "python", 1, "salt")
-        cursor = len(state.doc.text)
-        memo: dict[int, object] = {}
-        data = ws.prompt_input(state, cursor, ws.syntax(state, cursor), CompletionSettings(), memo)  # type: ignore[arg-type]
-        build_on_a_worker_thread(data, budget=400)
-        (line,) = memo
-        at = Position(line - 1 if edit_above else state.doc.line_count - 1, 0)
-        ws.apply(state, 2, [(at, at, "x = 1\n")])
-        ws.merge_contexts(URI, 1, memo)  # type: ignore[arg-type]
-        assert state.line_contexts == ({} if edit_above else memo)
+def test_a_context_computed_before_an_edit_that_reached_its_line_is_not_kept() -> None:
+    memo = LineContexts()
+    context = SyntaxContext("python", (), (), (), False, False, False, "module")
+    memo.edited(2, 10)  # the worker computed line 12 on version 1; an edit at version 2 reached line 10
+    memo.put(12, context, 1)
+    memo.put(8, context, 1)  # above the edit: still valid
+    memo.put(12, context, 2)  # computed after the edit
+    assert memo.lines() == {8: context, 12: context}
+    for version in range(3, 3 + 64):  # more edits than are remembered
+        memo.edited(version, 1000)
+    memo.put(20, context, 1)
+    assert 20 not in memo.lines()
+
+
+class Probe(int):
+    """A window line number: comparing it (as the loop does while it trims the memo on an edit) runs a hook,
+    so a test can make the worker add an entry exactly while the loop walks the memo."""
+
+    hook: Callable[[], None] | None = None
+
+    def __lt__(self, other: object) -> bool:
+        hook, Probe.hook = Probe.hook, None
+        if hook is not None:
+            hook()
+        return int(self) < other  # type: ignore[operator]
+
+
+def test_an_edit_while_the_worker_adds_a_window_context_never_breaks() -> None:
+    """The loop trims the memo on every edit while the worker adds to it: before, the worker's insertion in
+    the middle of the loop's walk raised "dictionary changed size during iteration" in didChange."""
+    ws = Workspace()
+    state = ws.open(URI, SOURCE, "python", 1, "salt")
+    cursor = len(state.doc.text)
+    data = ws.prompt_input(state, cursor, ws.syntax(state, cursor), CompletionSettings())
+    lookup = data.context_at_line
+    assert lookup is not None
+    on_worker = threading.Thread(target=lookup, args=(Probe(20),))
+    on_worker.start()
+    on_worker.join(30)
+
+    def worker_adds_a_line() -> None:
+        adding = threading.Thread(target=lookup, args=(30,))
+        adding.start()
+        adding.join(0.5)  # done at once without a lock; with one, it waits for the loop's walk to end
+
+    Probe.hook = worker_adds_a_line
+    at = Position(10, 0)
+    ws.apply(state, 2, [(at, at, "# an edit above both lines\n")])  # the loop walks the memo
+    assert Probe.hook is None, "the loop never walked the memo"
 
 
 def test_typing_gap_is_the_median_within_bursts() -> None:

@@ -95,11 +95,9 @@ async def test_consecutive_keystrokes_share_the_real_tokenizers_prefix() -> None
             end = state.doc.position_at(len(state.doc.text))
             workspace.apply(state, i + 2, [(end, end, ch)])
             cursor = len(state.doc.text)
-            memo = dict(state.line_contexts)  # the worker's copy, merged back as after a generation
             syntax = workspace.syntax(state, cursor)
-            data = workspace.prompt_input(state, cursor, syntax, CompletionSettings(), memo)
+            data = workspace.prompt_input(state, cursor, syntax, CompletionSettings())
             tokens = backend.tokenize(build_prompt(data, budget_tokens=400, count_tokens=counter).text)
-            workspace.merge_contexts(uri, i + 2, memo)
             if previous is not None:
                 assert common_prefix(previous, tokens) >= 0.9 * min(len(previous), len(tokens)), repr(ch)
             previous = tokens

@@ -40,7 +40,7 @@ class Engine:
     ) -> None:
         self.config = config
         self.workspace = Workspace()
-        self.worker = ModelWorker(backend_factory, notify_user, on_finished=self._job_finished)
+        self.worker = ModelWorker(backend_factory, notify_user)
         session = session_id or ev.new_id()
         worker = self.worker
         self.funnel = FunnelRecorder(
@@ -221,8 +221,7 @@ class Engine:
         self, state: DocState, cursor: int, syntax: SyntaxContext | None, live: Live, settings: Settings
     ) -> Job:
         """The frozen job of a generation into ``live``: the request's settings, the prompt's input."""
-        live.memo, live.memo_version = dict(state.line_contexts), state.doc.version
-        data = self.workspace.prompt_input(state, cursor, syntax, settings.completion, live.memo)
+        data = self.workspace.prompt_input(state, cursor, syntax, settings.completion)
         return Job(settings, data, live.shape)
 
     def _start(
@@ -286,9 +285,6 @@ class Engine:
             placeholder = Live.at_cursor(state.doc.uri, "", 0, Shape(False, 1, "", ""), prewarm=True)
             syntax = self.workspace.syntax(state, cursor)
             self.worker.prewarm(placeholder, self._job(state, cursor, syntax, placeholder, self.settings))
-
-    def _job_finished(self, live: Live) -> None:
-        self.workspace.merge_contexts(live.uri, live.memo_version, live.memo)
 
     def shutdown(self) -> None:
         self.worker.cancel_live()

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 from opportune.server.backends.base import Backend, BackendError, Cancelled, Generation, GenerationRequest
 from opportune.server.config import CompletionSettings, Settings
-from opportune.server.context.syntax import SyntaxContext
 from opportune.server.postprocess import Shape, finish, stop_reached
 from opportune.server.prompt import LineTokenCounter, Prompt, PromptInput, build_prompt
 
@@ -73,10 +72,6 @@ class Live:
     cancel: threading.Event = field(default_factory=threading.Event)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     prewarm: bool = False  # only warms the model's cache: offers nothing
-    # Window-line syntax contexts: the document's memo as the job started (a private copy the worker may
-    # add to), and the document version it was copied at; merged back on the loop when the job ends.
-    memo: dict[int, SyntaxContext] = field(default_factory=dict)
-    memo_version: int = 0
 
     @classmethod
     def at_cursor(cls, uri: str, text: str, cursor: int, shape: Shape, prewarm: bool = False) -> Live:
@@ -166,7 +161,6 @@ class ModelWorker:
         self,
         backend_factory: Callable[[Settings], Backend],
         notify_user: Callable[[str], None] | None = None,
-        on_finished: Callable[[Live], None] | None = None,
     ) -> None:
         self._factory = backend_factory
         # The backend slot: loaded on the worker (or by an explicit load), read by the loop for its name and
@@ -177,7 +171,6 @@ class ModelWorker:
         self._counter: LineTokenCounter | None = None  # the worker's own (prompt building)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opportune-model")
         self.notify_user = notify_user or (lambda _m: None)
-        self.on_finished = on_finished or (lambda _live: None)
         # Event-loop state only.
         self.live: Live | None = None
         self.latencies: deque[float] = deque(maxlen=20)  # recent first-token latencies (ms)
@@ -400,10 +393,6 @@ class ModelWorker:
             self.told_user = False  # working again: a later failure is worth telling
             if live.result.first_token_ms is not None:
                 self.latencies.append(live.result.first_token_ms)
-        try:
-            self.on_finished(live)
-        except Exception:
-            log.exception("after a generation")
         live.notify()
 
     def shutdown(self) -> None:

@@ -1,9 +1,9 @@
 """The workspace: open documents, their syntax trees and per-document state, and what a prompt may see.
 
-Everything here lives on the event loop.  A prompt input handed to the model worker carries only immutable
-snapshots (the text, the line index list, the tree's own snapshot) and a private copy of the document's
-memo of window-line syntax contexts; what the worker adds to that copy is merged back here, on the loop,
-when its job ends (``merge_contexts``).
+Everything here lives on the event loop, except one thing it shares: a prompt input handed to the model
+worker carries only immutable snapshots (the text, the line index list, the tree's own snapshot) and the
+document's ``LineContexts``, the memo of window-line syntax contexts that the worker adds to and the loop
+trims on edits, behind its own lock.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import logging
 import statistics
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -47,6 +48,50 @@ class PendingOpportunity:
         return self.version == version and start <= cursor <= self.cursor and not self.attempted
 
 
+class LineContexts:
+    """The syntax context seen from window lines, kept per document until an edit reaches the line.
+
+    Half-typed code below a line (an open bracket) can make tree-sitter's error recovery forget scopes it
+    knew, and the prompt would flicker (and lose its KV-cache reuse) from one keystroke to the next.  The
+    model worker adds what it computes for a job while the loop drops what edits reach: one lock, and an
+    entry computed on a version an edit has since reached is not kept.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[int, SyntaxContext] = {}
+        self._edits: deque[tuple[int, int]] = deque(maxlen=MEMO_LINES)  # (version, first line edited)
+
+    def get(self, line: int) -> SyntaxContext | None:
+        with self._lock:
+            return self._entries.get(line)
+
+    def put(self, line: int, context: SyntaxContext, version: int) -> None:
+        """Keep ``context``, computed on the document at ``version``, unless an edit since reached ``line``."""
+        with self._lock:
+            edits = self._edits
+            if len(edits) == MEMO_LINES and edits[0][0] > version:
+                return  # more edits since than are remembered: nothing is known to be still valid
+            if any(v > version and first <= line for v, first in edits):
+                return
+            if (
+                len(self._entries) >= MEMO_LINES
+            ):  # a user roaming a long file: bounded, at one re-query's cost
+                self._entries.clear()
+            self._entries[line] = context
+
+    def edited(self, version: int, first_line: int) -> None:
+        """An edit at ``version`` reached ``first_line`` and the lines below."""
+        with self._lock:
+            self._edits.append((version, first_line))
+            if any(line >= first_line for line in self._entries):
+                self._entries = {k: v for k, v in self._entries.items() if k < first_line}
+
+    def lines(self) -> dict[int, SyntaxContext]:
+        with self._lock:
+            return dict(self._entries)
+
+
 @dataclass
 class DocState:
     doc: Document
@@ -57,10 +102,7 @@ class DocState:
     last_answer: tuple[int, int, Suggestion | None] | None = None  # (version, cursor, answer)
     active: ActiveSuggestion | None = None
     keystrokes: deque[float] = field(default_factory=lambda: deque(maxlen=12))
-    # Window-line syntax contexts, kept until an edit above the line: half-typed code below it (an open
-    # bracket) can make tree-sitter's error recovery forget scopes it knew, and the prompt would flicker.
-    line_contexts: dict[int, SyntaxContext] = field(default_factory=dict)
-    edited_lines: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=MEMO_LINES))
+    line_contexts: LineContexts = field(default_factory=LineContexts)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -105,10 +147,7 @@ class Workspace:
             elif state.tree is not None:
                 self._update_tree(state, edits[-1])
         doc.version = version
-        first_line = min(e.start_point[0] for e in edits)
-        state.edited_lines.append((version, first_line))
-        if any(line >= first_line for line in state.line_contexts):
-            state.line_contexts = {k: v for k, v in state.line_contexts.items() if k < first_line}
+        state.line_contexts.edited(version, min(e.start_point[0] for e in edits))
         state.changed.set()
         state.changed = asyncio.Event()
         return edits
@@ -163,15 +202,9 @@ class Workspace:
         return Shape(multiline, c.max_lines, line_prefix, line_suffix, following)
 
     def prompt_input(
-        self,
-        state: DocState,
-        cursor: int,
-        syntax: SyntaxContext | None,
-        c: CompletionSettings,
-        memo: dict[int, SyntaxContext] | None = None,
+        self, state: DocState, cursor: int, syntax: SyntaxContext | None, c: CompletionSettings
     ) -> PromptInput:
-        """The prompt's input at ``cursor``.  ``memo`` is the private copy of the document's window-line
-        contexts that the worker may add to (default: a fresh copy)."""
+        """The prompt's input at ``cursor``, to be used on the model worker."""
         doc = state.doc
         tree = state.tree
         text = doc.text
@@ -179,19 +212,18 @@ class Workspace:
         context_at_line = None
         if tree is not None and syntax is not None:
             # Runs on the worker: only immutable snapshots here (the text, the line index list, the tree's
-            # own snapshot) and the job's own memo, never the live document.
+            # own snapshot) and the locked memo, never the live document.
             line_starts = doc.line_starts
             cursor_byte = doc.byte_offset(cursor)
-            own = dict(state.line_contexts) if memo is None else memo
+            memo, version = state.line_contexts, doc.version
 
             def context_at_line(line: int) -> SyntaxContext:
-                found = own.get(line)
+                found = memo.get(line)
                 if found is None:
-                    if len(own) >= MEMO_LINES:  # bounded, at the cost of one re-query
-                        own.clear()
                     at = int(line_starts[min(line, len(line_starts) - 1)])
                     start = utf8_len(text[:at])
-                    found = own[line] = tree.context_at(start, visible_range=(start, cursor_byte))
+                    found = tree.context_at(start, visible_range=(start, cursor_byte))
+                    memo.put(line, found, version)
                 return found
 
         return PromptInput(
@@ -203,24 +235,6 @@ class Workspace:
             syntax=syntax,
             context_at_line=context_at_line,
         )
-
-    def merge_contexts(self, uri: str, version: int, memo: dict[int, SyntaxContext]) -> None:
-        """Keep what a job learned about window lines (computed on the document at ``version``), except
-        for lines an edit since then reached."""
-        state = self.docs.get(uri)
-        if state is None or not memo:
-            return
-        edited = state.edited_lines
-        if edited.maxlen is not None and len(edited) == edited.maxlen and edited[0][0] > version:
-            return  # more edits since than are remembered: nothing is known to be still valid
-        since = [line for v, line in edited if v > version]
-        floor = min(since, default=len(state.doc.line_starts) + 1)
-        kept = state.line_contexts
-        for line, context in memo.items():
-            if line < floor and line not in kept:
-                if len(kept) >= MEMO_LINES:
-                    kept.clear()
-                kept[line] = context
 
     @staticmethod
     def prompt_span(doc: Document, cursor: int, c: CompletionSettings) -> tuple[int, int, int]:
