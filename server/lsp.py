@@ -344,7 +344,9 @@ def build_server(
     def did_open(ls: OpportuneServer, params: types.DidOpenTextDocumentParams) -> None:
         if ls.engine:
             d = params.text_document
-            ls.engine.open(d.uri, d.text, d.language_id, d.version)
+            # pygls does not check the types inside params: a languageId that is no string means "unknown".
+            language = d.language_id if isinstance(d.language_id, str) else ""
+            ls.engine.open(d.uri, d.text, language, d.version)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: OpportuneServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -356,6 +358,8 @@ def build_server(
                 changes.append((_position(c.range.start), _position(c.range.end), c.text))
             else:
                 changes.append((None, None, c.text))
+        if not changes:
+            return  # valid LSP (a version bump with no edit): nothing changed, nothing to follow
         ls.engine.change(params.text_document.uri, params.text_document.version, changes)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)

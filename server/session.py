@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -70,6 +71,28 @@ def install_id(configured: str) -> str:
         path.write_text(new)
     except OSError:
         log.warning("cannot keep the install id in %s; experiments will see a new install each start", path)
+    return new
+
+
+def hash_salt() -> str:
+    """The install's secret salt for hashes in telemetry (document_hash), kept in the state directory with
+    owner-only permissions and never written into a store or an export: a guessed path cannot be confirmed
+    from a store alone.  Without a writable state directory, a salt for this process only."""
+    path = Path(platformdirs.user_state_dir("opportune")) / "hash_salt"
+    try:
+        existing = path.read_text().strip()
+        if len(existing) >= 32:
+            return existing
+    except OSError:
+        pass
+    new = secrets.token_hex(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new)
+    except OSError:
+        log.warning("cannot keep the hash salt in %s; document hashes change with each start", path)
     return new
 
 
@@ -256,7 +279,12 @@ def start_session(
             metrics.observe(event)
 
     engine = Engine(
-        backend_factory or make_backend, config, record=record, install_id=install, notify_user=notify_user
+        backend_factory or make_backend,
+        config,
+        record=record,
+        install_id=install,
+        notify_user=notify_user,
+        hash_salt=hash_salt(),
     )
     return Session(engine, store, install, problems, metrics_server, layers)
 

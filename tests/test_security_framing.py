@@ -61,7 +61,12 @@ async def test_a_message_above_the_configured_limit_is_refused_and_the_next_answ
                 "jsonrpc": "2.0",
                 "method": "textDocument/didOpen",
                 "params": {
-                    "textDocument": {"uri": "file:///p/big.py", "languageId": "python", "version": 1, "text": "x" * 2_000_000}
+                    "textDocument": {
+                        "uri": "file:///p/big.py",
+                        "languageId": "python",
+                        "version": 1,
+                        "text": "x" * 2_000_000,
+                    }
                 },
             }
         )
