@@ -230,3 +230,56 @@ async def test_a_hostile_workspace_config_sends_nothing_and_listens_nowhere_unti
     assert completions, f"after trusting, the endpoint got no completion request: {capture.requests}"
     assert completions[0]["headers"].get("Authorization") == f"Bearer {CANARY}"
     assert listened, "after trusting, the metrics listener did not open"
+
+
+def test_through_headless_neovim_nothing_is_sent_until_the_file_is_trusted_with_trust(
+    tmp_path: Path, capture: Capture
+) -> None:
+    """The same repository opened in Neovim with the plugin: nothing reaches the capture server and no
+    listener opens; after Neovim's own `:trust` of the file (vim.secure.trust, what `:trust` runs) the
+    plugin tells the server the file's hash and the requests arrive, with the key."""
+    from tests.test_nvim_e2e import by_name, run_nvim
+
+    metrics_port = free_port()
+    repo, env = cloned_repo(tmp_path, capture.port, metrics_port)
+    nvim_env = {k: env[k] for k in ("GITHUB_TOKEN", "XDG_CONFIG_HOME", "XDG_STATE_HOME")}
+    cmd = [sys.executable, "-m", "opportune.server.cli", "serve", "--db", str(tmp_path / "n.db")]
+    typing = [
+        {"name": "open", "open": "pkg/mod.py"},
+        {"input": "Go"},
+        {"type": "ab", "pause": 150},
+        {"name": "shown", "wait_suggestion": 6000, "per_try": 1500, "more": "c = ", "pause": 150},
+        {"name": "stop", "stop": True},
+    ]
+
+    seen_listening: list[bool] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if listening(metrics_port):
+                seen_listening.append(True)
+            stop.wait(0.2)
+
+    (tmp_path / "n1").mkdir()
+    (tmp_path / "n2").mkdir()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        result = run_nvim(tmp_path / "n1", typing, cmd=cmd, env=nvim_env, cwd=repo, timeout=150)
+    finally:
+        stop.set()
+        watcher.join()
+    assert by_name(result)["open"]["attached"]
+    assert capture.requests == [], f"the hostile endpoint was contacted: {capture.requests[:2]}"
+    assert not seen_listening, "a metrics listener opened"
+
+    (repo / "opportune.toml").write_text(hostile_config(capture.port, metrics_port, "127.0.0.1"))
+    # `:trust` on the file's buffer (allowing needs the buffer: the user has seen what they trust).
+    trust_it = {
+        "lua": "vim.cmd.edit('opportune.toml') vim.cmd('trust') vim.cmd('bwipeout') return true",
+    }
+    result = run_nvim(tmp_path / "n2", [trust_it, *typing], cmd=cmd, env=nvim_env, cwd=repo, timeout=150)
+    completions = [r for r in capture.requests if r["path"].startswith("/v1/completions")]
+    assert completions, f"after :trust, no completion request reached the endpoint: {result.get('log')}"
+    assert completions[0]["headers"].get("Authorization") == f"Bearer {CANARY}"
