@@ -155,8 +155,8 @@ async def run_frames(
 ) -> None:
     """Read frames until the input ends or ``stop_event`` is set, handing each body to ``handle``.
 
-    ``handle`` raises ``ValueError`` (or RecursionError) for a body that is not JSON: then the body is
-    searched for a frame header a too-long length may have swallowed, and reading goes on from there."""
+    ``handle`` raises ``ValueError`` (or RecursionError) for a body that is not JSON: then the body is read
+    again from the first frame header in it or after it (a too-long length swallows the next frame's start)."""
     while not stop_event.is_set():
         try:
             body = await read_frame(source, max_bytes)
@@ -173,13 +173,14 @@ async def run_frames(
         try:
             handle(body)
         except (ValueError, RecursionError) as e:
-            match = _FRAME_START.search(body)
-            if match is not None and match.start() > 0:
-                # A length longer than its body swallowed the next frame's start: read it again.
-                source.unread(body[match.start() :])
-                log.warning("a frame's body is not JSON (%s); its length was too long, re-reading", e)
-            else:
-                log.warning("a frame's body is not JSON (%s); dropped", type(e).__name__)
+            # Not JSON: its length lied (too long, it swallowed the start of the next frame; or the header
+            # block came without a body), or the body is just bad.  Read it again from the next header
+            # inside it or after it; the lying frame's own header is consumed, so this always progresses.
+            log.warning("a frame's body is not JSON (%s); resynchronising", type(e).__name__)
+            source.unread(body)
+            dropped = await source.skip_to_frame()
+            if dropped is None:
+                return
 
 
 def parse_body(body: bytes, object_hook: Callable[[dict[str, Any]], Any]) -> Any:
