@@ -71,8 +71,8 @@ class BufferedSource:
         return True
 
     def take(self, n: int) -> bytes:
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
+        data = bytes(memoryview(self.buffer)[:n])
+        del self.buffer[:n]  # from the front: CPython only moves the start
         return data
 
     def unread(self, data: bytes) -> None:
@@ -93,11 +93,25 @@ class BufferedSource:
                 return self.take(len(self.buffer)) if self.buffer else None
 
     async def readexactly(self, n: int) -> bytes | None:
-        """``n`` bytes, or None when the input ends first."""
-        while len(self.buffer) < n:
-            if not await self.fill():
+        """``n`` bytes, or None when the input ends first.  A large body is gathered as a list of chunks and
+        joined once (growing one buffer copies it again and again)."""
+        if len(self.buffer) >= n:
+            return self.take(n)
+        parts = [self.take(len(self.buffer))]
+        have = len(parts[0])
+        while have < n:
+            data = await self._read_chunk(self._chunk_size) if not self.eof else b""
+            if not data:
+                self.eof = True
+                self.buffer = bytearray(b"".join(parts))
                 return None
-        return self.take(n)
+            have += len(data)
+            if have > n:
+                keep = len(data) - (have - n)
+                self.buffer += memoryview(data)[keep:]
+                data = data[:keep]
+            parts.append(data)
+        return b"".join(parts)
 
     async def skip_to_frame(self) -> int | None:
         """Drop bytes up to the next ``Content-Length`` header that can start a frame; returns how many were
