@@ -502,6 +502,7 @@ class Fuzzer:
             "deep_nesting": (0.8, self.deep_nesting),
             "huge_line": (0.25, self.huge_line),
             "reinitialize": (0.15, self.reinitialize),
+            "framing": (3, self.framing),
         }
         for name in skip:
             self.categories.pop(name, None)
@@ -831,6 +832,50 @@ class Fuzzer:
                 )
             ]
         return [Outgoing("bad_json", frame(body), spec_answer=body.startswith(b"{"), unparseable=True)]
+
+    def framing(self) -> list[Outgoing]:
+        """A frame that lies about its length or has none: absurd, overflowing, shorter or longer than the
+        body, negative, not a number, no Content-Length at all, or bytes between frames.  The server must
+        resynchronise at the next Content-Length; the frames after it are well-formed and must be
+        answered (a lying frame may swallow the start of the next one, which the server then re-reads)."""
+        body = dumps({"jsonrpc": "2.0", "method": "$/fuzzFraming", "params": {"n": self._ids}})
+        fault = self.rng.choice(
+            [
+                "absurd",
+                "overflow",
+                "shorter",
+                "longer",
+                "negative",
+                "not_a_number",
+                "no_length",
+                "garbage",
+                "no_body",
+            ]
+        )
+        if fault == "absurd":
+            data = b"Content-Length: 999999999999999\r\n\r\n" + body
+        elif fault == "overflow":
+            data = b"Content-Length: 99999999999999999999999\r\n\r\n" + body
+        elif fault == "shorter":
+            data = b"Content-Length: %d\r\n\r\n" % max(0, len(body) - self.rng.randint(1, 20)) + body
+        elif fault == "longer":
+            data = b"Content-Length: %d\r\n\r\n" % (len(body) + self.rng.choice([1, 40, 500])) + body
+        elif fault == "negative":
+            data = b"Content-Length: -%d\r\n\r\n" % len(body) + body
+        elif fault == "not_a_number":
+            data = (
+                b"Content-Length: "
+                + self.rng.choice([b"abc", b"12x", b"", b"0x10", b"1e3"])
+                + b"\r\n\r\n"
+                + body
+            )
+        elif fault == "no_length":
+            data = b"Content-Type: application/vscode-jsonrpc; charset=utf-8\r\n\r\n" + body
+        elif fault == "garbage":
+            data = bytes(self.rng.randrange(256) for _ in range(self.rng.randint(1, 300)))
+        else:  # a header block with a length, then another header block before any body
+            data = b"Content-Length: 5\r\n\r\n"
+        return [Outgoing(f"framing_{fault}", data)]
 
     def bad_envelope(self) -> list[Outgoing]:
         methods = [

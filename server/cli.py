@@ -53,13 +53,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def factory(options: Any, **kwargs: Any) -> Any:
         return start_session(options, overrides=overrides, config_path=args.config, **kwargs)
 
-    server = build_server(factory)
+    server = build_server(factory, max_message_bytes=int(args.max_message_mb * 1024 * 1024))
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         server.start_tcp(host or "127.0.0.1", int(port))
     else:
         server.start_io()
-    return 0
+    return server.exit_code
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
@@ -101,6 +101,44 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trust(args: argparse.Namespace) -> int:
+    from opportune.server import trust
+    from opportune.server.config import read_toml
+
+    if args.list:
+        for name, digest in trust.trusted_files().items():
+            print(f"{digest[:12]}  {name}")
+        return 0
+    path: Path | None = args.path
+    if path is None:
+        folder = Path.cwd().resolve()
+        path = next(
+            (p / "opportune.toml" for p in (folder, *folder.parents) if (p / "opportune.toml").is_file()),
+            None,
+        )
+        if path is None:
+            print("opportune trust: no opportune.toml in this folder or its parents", file=sys.stderr)
+            return 2
+    if path.is_dir():
+        path = path / "opportune.toml"
+    if args.forget:
+        print(f"{'no longer trusted' if trust.forget(path) else 'was not trusted'}: {path.resolve()}")
+        return 0
+    problems: list[str] = []
+    data, content = read_toml(path, problems)
+    if content is None:
+        print(f"opportune trust: {problems[0] if problems else path}", file=sys.stderr)
+        return 2
+    digest = trust.trust(path)
+    keys = trust.filter_untrusted(data).refused
+    print(f"trusted {path.resolve()} (sha256 {digest[:12]}); changing the file needs trusting again")
+    if keys:
+        print(f"it may now set: {', '.join(keys)}")
+    for problem in problems:
+        print(f"note: {problem}", file=sys.stderr)
+    return 0
+
+
 def _delegate(module: str, name: str, help_text: str, sub: Any) -> None:
     """Subcommands whose arguments and work live in another module (telemetry, eval, dashboard)."""
     p = sub.add_parser(name, help=help_text)
@@ -125,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio (debugging)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument(
+        "--max-message-mb",
+        type=float,
+        default=64,
+        help="largest LSP message accepted; a larger one is refused unread and the stream resynchronised (64)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("complete", help="print one completion for a position in a file")
@@ -147,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", type=Path)
     p.set_defaults(func=cmd_model)
+
+    p = sub.add_parser(
+        "trust",
+        help="trust a workspace opportune.toml: let it set the backend, endpoint, key variable, listeners, "
+        "model path and telemetry store",
+    )
+    p.add_argument("path", type=Path, nargs="?", help="default: opportune.toml here or in a parent folder")
+    p.add_argument("--forget", action="store_true", help="withdraw trust")
+    p.add_argument("--list", action="store_true", help="list the trusted files")
+    p.set_defaults(func=cmd_trust)
 
     _delegate("opportune.telemetry.report", "report", "CPO and its factors from the telemetry store", sub)
     _delegate("opportune.telemetry.export", "export", "export telemetry events (ndjson, parquet)", sub)

@@ -112,11 +112,19 @@ class ExperimentSettings:
 
 
 @dataclass(frozen=True)
+class TrustSettings:
+    workspace_config_sha256: str = ""
+    """Set by an editor with a trust mechanism of its own (Neovim's :trust, VS Code's Workspace Trust): the
+    sha256 of the workspace opportune.toml the user trusted there.  A workspace file cannot set it."""
+
+
+@dataclass(frozen=True)
 class Settings:
     completion: CompletionSettings = field(default_factory=CompletionSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
     client_name: str = ""
 
 
@@ -194,15 +202,84 @@ def merge(target: Any, data: Mapping[str, Any], where: str, errors: list[str]) -
     return dataclasses.replace(target, **changes)
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A settings file larger than this is not read (a settings file is a few hundred bytes)."""
+MAX_CONFIG_DEPTH = 32
+"""Tables and arrays nested deeper than this are refused (no setting is nested more than four deep)."""
+
+
 def load_toml(path: Path, errors: list[str]) -> dict[str, Any]:
+    """The settings in a TOML file; any problem (unreadable, not UTF-8, not TOML, too large or too deep) is
+    reported by file name and line, and the file then counts as empty: the other layers still apply."""
+    return read_toml(path, errors)[0]
+
+
+def read_toml(path: Path, errors: list[str]) -> tuple[dict[str, Any], bytes | None]:
+    """The settings in a TOML file and the bytes they were read from (None when unreadable)."""
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            content = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
-        errors.append(f"{path}: cannot read ({e.strerror})")
+        errors.append(f"{path}: cannot read ({e.strerror or type(e).__name__})")
+        return {}, None
+    if len(content) > MAX_CONFIG_BYTES:
+        errors.append(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KB, not read")
+        return {}, content
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = content[: e.start].count(b"\n") + 1
+        errors.append(f"{path}: line {line}: not UTF-8 (byte 0x{content[e.start]:02x}); file ignored")
+        return {}, content
+    deep = _too_deep(text, MAX_CONFIG_DEPTH)
+    if deep is not None:
+        errors.append(f"{path}: line {deep}: nested more than {MAX_CONFIG_DEPTH} deep; file ignored")
+        return {}, content
+    try:
+        return tomllib.loads(text), content
     except tomllib.TOMLDecodeError as e:
-        errors.append(f"{path}: invalid TOML ({e})")
-    return {}
+        errors.append(f"{path}: invalid TOML ({e}); file ignored")
+    except (RecursionError, MemoryError, ValueError) as e:  # a parser limit, whatever the scan missed
+        errors.append(f"{path}: cannot be read as settings ({type(e).__name__}); file ignored")
+    return {}, content
+
+
+def _too_deep(text: str, limit: int) -> int | None:
+    """The line where brackets first nest deeper than ``limit`` (strings and comments skipped), or None.
+
+    tomllib parses arrays recursively: 5,000 nested brackets raise RecursionError, which must not reach the
+    server as an internal error.  The scan is rough (it does not know multi-line strings) and errs on the
+    side of reporting, which is safe for a settings file."""
+    depth = 0
+    line = 1
+    quote = ""
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line += 1
+            if quote in ('"', "'"):
+                quote = ""
+        elif quote:
+            if ch == "\\" and quote == '"':
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return line
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return None
 
 
 def find_config(start: Path | None = None) -> Path | None:

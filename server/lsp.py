@@ -8,10 +8,14 @@ dropped), and nothing that goes wrong here is shown to the user as a pop-up per 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import os
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from lsprotocol import types
 from pygls.exceptions import (
@@ -19,6 +23,7 @@ from pygls.exceptions import (
     JsonRpcInvalidParams,
     JsonRpcInvalidRequest,
 )
+from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
@@ -28,6 +33,7 @@ from opportune.server import __version__
 from opportune.server.completion import Engine
 from opportune.server.documents import Position
 from opportune.server.session import Session, start_session
+from opportune.server.transport import DEFAULT_MAX_MESSAGE_BYTES, BufferedSource, parse_body, run_frames
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,11 @@ class OpportuneProtocol(LanguageServerProtocol):
                 self._send_response(message["id"], error=JsonRpcInvalidRequest(problem).to_response_error())
             return
         is_request = "id" in message and "method" in message
+        if is_request and self._shutdown and message["method"] != types.EXIT:
+            # After shutdown the spec wants every request answered with InvalidRequest; pygls drops them.
+            refusal = JsonRpcInvalidRequest("the server is shutting down")
+            self._send_response(message["id"], error=refusal.to_response_error())
+            return
         if is_request:
             if "params" not in message and message["method"].startswith("opportune/"):
                 message = {
@@ -119,6 +130,50 @@ class OpportuneProtocol(LanguageServerProtocol):
             future.add_done_callback(forget)
 
 
+def _threaded_reader(stream: BinaryIO) -> Callable[[int], Awaitable[bytes]]:
+    """Chunks of ``stream`` read on a daemon thread (a blocking read must not keep the process alive at
+    exit), at most a few chunks ahead of the loop, so a client writing faster than we read is held back."""
+    chunks: asyncio.Queue[bytes | BaseException] | None = None
+    started = False
+
+    try:
+        fd: int | None = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None  # an in-memory stream (tests)
+
+    def pump(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | BaseException], size: int) -> None:
+        while True:
+            try:
+                # os.read on the descriptor, not the buffered stream: a daemon thread blocked inside a
+                # BufferedReader holds its lock, and the interpreter aborts at exit waiting for it.
+                data: bytes | BaseException = os.read(fd, size) if fd is not None else stream.read(size)
+            except BaseException as e:  # handed to the loop, which exits non-zero
+                data = e
+            try:
+                asyncio.run_coroutine_threadsafe(queue.put(data), loop).result()
+            except (RuntimeError, concurrent.futures.CancelledError):
+                return  # the loop is gone
+            if not isinstance(data, bytes) or not data:
+                return
+
+    async def read_chunk(size: int) -> bytes:
+        nonlocal chunks, started
+        if chunks is None:
+            chunks = asyncio.Queue(maxsize=4)
+        if not started:
+            started = True
+            loop = asyncio.get_running_loop()
+            threading.Thread(
+                target=pump, args=(loop, chunks, size), name="opportune-stdin", daemon=True
+            ).start()
+        data = await chunks.get()
+        if isinstance(data, BaseException):
+            raise data
+        return data
+
+    return read_chunk
+
+
 def _valid_id(rid: Any) -> bool:
     return isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool))
 
@@ -143,10 +198,76 @@ def _envelope_problem(message: Any) -> str | None:
 
 
 class OpportuneServer(LanguageServer):
-    def __init__(self, session_factory: Callable[..., Session]) -> None:
+    def __init__(
+        self, session_factory: Callable[..., Session], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> None:
         super().__init__("opportune", __version__, protocol_cls=OpportuneProtocol)
         self.session_factory = session_factory
         self.session: Session | None = None
+        self.max_message_bytes = max_message_bytes
+        self.exit_code = 0
+
+    # pygls's own reader loop (pygls.io_.run_async) cannot recover from a bad frame; server.transport can.
+    # Both entry points are replaced whole, as pygls offers no hook for the reader.
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """Serve on stdio; ``exit_code`` is then the process's status (non-zero when the input failed)."""
+        self._stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        read_chunk = _threaded_reader(stdin or sys.stdin.buffer)
+        try:
+            asyncio.run(self._serve(BufferedSource(read_chunk)))
+        except BrokenPipeError:
+            log.error("the connection to the client is lost; stopping")
+            self.exit_code = 1
+        except SystemExit as e:  # the exit notification: 0 after shutdown, 1 without (the spec)
+            self.exit_code = e.code if isinstance(e.code, int) else 1
+        except KeyboardInterrupt:
+            self.exit_code = 130
+        except Exception:
+            # The input itself failed: a server that stays alive but reads nothing would never be restarted.
+            log.exception(
+                "cannot read from the client any more; exiting so that the editor restarts the server"
+            )
+            self.exit_code = 2
+        finally:
+            self.shutdown()
+
+    def start_tcp(self, host: str, port: int) -> None:
+        self._stop_event = stop_event = threading.Event()
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.protocol.set_writer(writer)
+            await run_frames(
+                stop_event, BufferedSource(reader.read), self._handle_body, self.max_message_bytes
+            )
+            self.shutdown()
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(connection, host, port)
+            log.info("serving on %s:%s", host, port)
+            async with self._server:
+                await self._server.serve_forever()
+
+        try:
+            asyncio.run(serve())
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            pass
+        except SystemExit as e:
+            self.exit_code = e.code if isinstance(e.code, int) else 1
+
+    async def _serve(self, source: BufferedSource) -> None:
+        assert self._stop_event is not None
+        await run_frames(self._stop_event, source, self._handle_body, self.max_message_bytes)
+
+    def _handle_body(self, body: bytes) -> None:
+        # ValueError/RecursionError (not JSON) go back to run_frames, which looks for a swallowed frame.
+        message = parse_body(body, self.protocol.structure_message)
+        try:
+            self.protocol.handle_message(message)
+        except Exception as e:
+            log.exception("unable to handle a message")
+            self._report_server_error(e, JsonRpcException)
 
     @property
     def engine(self) -> Engine | None:
@@ -183,9 +304,12 @@ def _position(p: types.Position) -> Position:
     return Position(p.line, p.character)
 
 
-def build_server(session_factory: Callable[..., Session] = start_session) -> OpportuneServer:
+def build_server(
+    session_factory: Callable[..., Session] = start_session,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> OpportuneServer:
     """A server whose session (engine, store, settings) is made by ``session_factory`` on initialize."""
-    server = OpportuneServer(session_factory)
+    server = OpportuneServer(session_factory, max_message_bytes)
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: OpportuneServer, params: types.InitializeParams) -> None:
@@ -220,7 +344,9 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
     def did_open(ls: OpportuneServer, params: types.DidOpenTextDocumentParams) -> None:
         if ls.engine:
             d = params.text_document
-            ls.engine.open(d.uri, d.text, d.language_id, d.version)
+            # pygls does not check the types inside params: a languageId that is no string means "unknown".
+            language = d.language_id if isinstance(d.language_id, str) else ""
+            ls.engine.open(d.uri, d.text, language, d.version)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: OpportuneServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -232,6 +358,8 @@ def build_server(session_factory: Callable[..., Session] = start_session) -> Opp
                 changes.append((_position(c.range.start), _position(c.range.end), c.text))
             else:
                 changes.append((None, None, c.text))
+        if not changes:
+            return  # valid LSP (a version bump with no edit): nothing changed, nothing to follow
         ls.engine.change(params.text_document.uri, params.text_document.version, changes)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ def complete_file(
     # The command line is not racing a keystroke: give the model time, and record nothing.
     options = {"completion": {"deadlineMs": 20_000, "prewarm": False}, "telemetry": {"enabled": False}}
     session = start_session(options, overrides=overrides, config_path=config_path, workspace=path.parent)
+    for problem in session.problems:  # one line each (a settings file is named with its line), no traceback
+        print(f"opportune: settings: {problem}", file=sys.stderr)
     try:
         error = session.engine.load_backend()
         if error:

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,9 +17,19 @@ from typing import Any
 
 import platformdirs
 
+from opportune.server import trust
 from opportune.server.backends.base import Backend, BackendError
 from opportune.server.completion import Effective, Engine
-from opportune.server.config import ArmSettings, Settings, as_dict, find_config, load_toml, resolve, with_arm
+from opportune.server.config import (
+    ArmSettings,
+    Settings,
+    as_dict,
+    find_config,
+    load_toml,
+    read_toml,
+    resolve,
+    with_arm,
+)
 from opportune.telemetry import events as ev
 from opportune.telemetry.experiments import assign_arm, settings_digest
 from opportune.telemetry.store import EventStore, NullStore, default_db_path
@@ -59,6 +71,28 @@ def install_id(configured: str) -> str:
         path.write_text(new)
     except OSError:
         log.warning("cannot keep the install id in %s; experiments will see a new install each start", path)
+    return new
+
+
+def hash_salt() -> str:
+    """The install's secret salt for hashes in telemetry (document_hash), kept in the state directory with
+    owner-only permissions and never written into a store or an export: a guessed path cannot be confirmed
+    from a store alone.  Without a writable state directory, a salt for this process only."""
+    path = Path(platformdirs.user_state_dir("opportune")) / "hash_salt"
+    try:
+        existing = path.read_text().strip()
+        if len(existing) >= 32:
+            return existing
+    except OSError:
+        pass
+    new = secrets.token_hex(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new)
+    except OSError:
+        log.warning("cannot keep the hash salt in %s; document hashes change with each start", path)
     return new
 
 
@@ -125,9 +159,9 @@ def _layered(
     workspace: Path | None,
 ) -> tuple[Settings, list[str], tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]]:
     problems: list[str] = []
-    path = config_path or find_config(workspace)
-    toml = load_toml(path, problems) if path is not None else {}
-    layers = (toml, dict(init_options or {}), dict(overrides or {}))
+    init, cli = dict(init_options or {}), dict(overrides or {})
+    toml = _file_layer(config_path, workspace, init, cli, problems)
+    layers = (toml, init, cli)
     # A bad key is reported and skipped; the others still apply.
     settings, errors = resolve(*layers)
     return settings, problems + errors, layers
@@ -143,6 +177,50 @@ def settle(settings: Settings, install: str) -> tuple[Effective, list[str]]:
     """Layered settings to the configuration in force: the install's experiment arm applied, its digest."""
     armed, arm, problems = choose_arm(settings, install)
     return effective(armed, arm), problems
+
+
+def _file_layer(
+    config_path: Path | None,
+    workspace: Path | None,
+    init: Mapping[str, Any],
+    cli: Mapping[str, Any],
+    problems: list[str],
+) -> dict[str, Any]:
+    """The settings files' layer: the user's own file, then a workspace file, filtered unless trusted.
+
+    ``--config`` and ``$OPPORTUNE_CONFIG`` name the user's own file (trusted, and no workspace file is
+    looked for); otherwise ``opportune.toml`` in the workspace or its parents is read through
+    ``server.trust``: until the user trusts it, it cannot change where code and keys go, what is loaded
+    or what listens, and the keys it tried are named in one message."""
+    user = trust.user_config_file()
+    layer = load_toml(user, problems) if user.is_file() else {}
+    if config_path is not None or os.environ.get("OPPORTUNE_CONFIG"):
+        own = config_path or find_config(workspace)
+        return _deep_merge(layer, load_toml(own, problems)) if own is not None else layer
+    path = find_config(workspace)
+    if path is None or path.resolve() == user.resolve():
+        return layer
+    data, content = read_toml(path, problems)
+    if content is None or not data:
+        return layer
+    editor_trust, _ = resolve(init, cli)  # an editor that trusts the file says so in the user's settings
+    if not trust.is_trusted(path, content, editor_trust.trust.workspace_config_sha256):
+        filtered = trust.filter_untrusted(data)
+        if filtered.refused:
+            problems.append(trust.refusal_message(path, filtered.refused))
+            log.warning("%s", problems[-1])
+        data = filtered.layer
+    return _deep_merge(layer, data)
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def choose_arm(settings: Settings, install: str) -> tuple[Settings, str, list[str]]:
@@ -201,7 +279,12 @@ def start_session(
             metrics.observe(event)
 
     engine = Engine(
-        backend_factory or make_backend, config, record=record, install_id=install, notify_user=notify_user
+        backend_factory or make_backend,
+        config,
+        record=record,
+        install_id=install,
+        notify_user=notify_user,
+        hash_salt=hash_salt(),
     )
     return Session(engine, store, install, problems, metrics_server, layers)
 

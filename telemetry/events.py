@@ -131,4 +131,18 @@ class Outcome(Event):
     inferred: bool = False
 
 
+CLIENT_REJECT_REASONS = frozenset({"dismissed", "typed_over", "superseded", "other"})
+"""Rejection reasons a client may report, stored as sent; anything else is stored as "other" unless the user
+opted in to storing text (a free-form reason could carry anything: a path, a line of code)."""
+
+
+def client_reject_reason(reason: object, store_text: bool) -> str:
+    """The reason to store for a client's ``didRejectCompletion``."""
+    if not isinstance(reason, str) or not reason:
+        return "dismissed"
+    if reason in CLIENT_REJECT_REASONS or store_text:
+        return reason
+    return "other"
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (Edit, Opportunity, Skip, Attempt, Response, Shown, Outcome)

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 
 from opportune.telemetry.events import Attempt, Event, Opportunity, Outcome, Response, Shown
 from opportune.telemetry.schema import parse_stages
@@ -44,6 +48,42 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name other than localhost: assume it is reachable from outside
+
+
+def host_header_is_loopback(header: str) -> bool:
+    """Whether an HTTP Host header names a loopback address (with or without a port)."""
+    host = header.strip()
+    if host.startswith("["):
+        name = host[1:].split("]", 1)[0]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return is_loopback(name)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # a scrape every few seconds is not news
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+def _loopback_only(app: Any) -> Any:
+    """Answer only requests addressed to loopback: a web page the user visits could otherwise read the
+    metrics through DNS rebinding (a name of its own that resolves to 127.0.0.1)."""
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        if not host_header_is_loopback(str(environ.get("HTTP_HOST", ""))):
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [b"the metrics answer only requests addressed to 127.0.0.1 or localhost\n"]
+        return app(environ, start_response)
+
+    return guarded
 
 
 @dataclass
@@ -166,7 +206,13 @@ class Metrics:
                 host,
                 port,
             )
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        app = make_wsgi_app(self.registry)
+        if is_loopback(host):
+            app = _loopback_only(app)
+        server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
+        server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+        thread = threading.Thread(target=server.serve_forever, name="opportune-metrics", daemon=True)
+        thread.start()
         return MetricsServer(host=host, port=int(server.server_port), _server=server, _thread=thread)
 
     def _first(self, seen: OrderedDict[str, None], completion_id: str) -> bool:

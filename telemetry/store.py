@@ -372,6 +372,21 @@ def _read_store(path: Path, since: float | None) -> dict[str, tuple[list[str], l
         raise StoreError(f"{path} is not a file")
     uri = path.resolve().as_uri() + "?mode=ro"
     try:
+        return _read_tables(uri, path, since)
+    except sqlite3.OperationalError:
+        # A WAL store on a read-only mount: mode=ro still wants to create the -shm file beside it.
+        # immutable=1 reads the file as it is (what a checkpoint left; a live writer's WAL is not seen).
+        logger.info("reading %s as immutable (its folder is read-only)", path)
+        try:
+            return _read_tables(uri + "&immutable=1", path, since)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+
+
+def _read_tables(
+    uri: str, path: Path, since: float | None
+) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    try:
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open {path}: {exc}") from exc
@@ -390,6 +405,10 @@ def _read_store(path: Path, since: float | None) -> dict[str, tuple[list[str], l
                 params = (since,)
             result[kind] = (cols, conn.execute(sql, params).fetchall())
         return result
+    except sqlite3.OperationalError as exc:
+        if "unable to open" in str(exc):
+            raise  # the read-only mount case, tried again as immutable
+        raise StoreError(f"{path} is not a readable telemetry store ({exc})") from exc
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path} is not a readable telemetry store ({exc})") from exc
     finally:

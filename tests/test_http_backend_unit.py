@@ -491,3 +491,69 @@ def test_a_stream_that_stalls_after_some_tokens_keeps_them() -> None:
     g = b.generate(GenerationRequest("def f(x):\n    ", max_tokens=8))
     b.close()
     assert g.text == "return x" and g.stop_reason == "deadline" and g.tokens == 2
+
+
+def test_a_proxy_page_as_first_answer_is_one_message_then_recovered() -> None:
+    """A proxy's HTML page on /v1/models made the backend fail for good ("Expecting value: line 1
+    column 1"); now it is one clear error, then tried again (with backoff) until the real server answers."""
+    html = httpx.Response(502, headers={"content-type": "text/html"}, content=b"<html>Bad gateway</html>")
+    page = httpx.Response(200, headers={"content-type": "text/html"}, content=b"<html>Sign in</html>")
+    state = {"good": False}
+
+    def models(_r: httpx.Request) -> httpx.Response:
+        if state["good"]:
+            return httpx.Response(200, json={"data": [{"id": "coder"}]})
+        return page
+
+    def completions(_r: httpx.Request) -> httpx.Response:
+        return event_stream(sse(openai_chunk("ok", "stop"))) if state["good"] else html
+
+    server = Server({"/v1/models": models, "/v1/completions": completions})
+    b = backend(server, retry_after_s=0.2)
+    errors = []
+    for _ in range(3):
+        with pytest.raises(BackendError) as info:
+            b.generate(GenerationRequest("x", max_tokens=2))
+        errors.append(str(info.value))
+    assert "not JSON" in errors[0] and "text/html" in errors[0], errors[0]
+    assert len(set(errors)) == 1, "one message, not a new one per keystroke"
+    state["good"] = True
+    deadline = time.monotonic() + 5
+    text = None
+    while text is None and time.monotonic() < deadline:
+        try:
+            text = b.generate(GenerationRequest("x", max_tokens=2)).text
+        except BackendError:
+            time.sleep(0.1)
+    b.close()
+    assert text == "ok", "the backend never recovered once the endpoint answered properly"
+    assert b.model_id == "coder"
+
+
+def test_garbage_with_status_200_on_completions_is_an_error_not_a_crash() -> None:
+    garbage = httpx.Response(200, headers={"content-type": "application/octet-stream"}, content=b"\x00\xff{")
+    server = Server({"/v1/completions": lambda _r: garbage})
+    b = backend(server)
+    with pytest.raises(BackendError, match="not JSON"):
+        b.generate(GenerationRequest("x", max_tokens=2))
+    b.close()
+
+
+def test_a_key_echoed_past_the_cut_is_masked_whole(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The error body was cut to 200 characters before the key was masked: a key straddling the cut
+    showed its first characters in the pop-up and the log."""
+    key = "sk-live-" + "abcdefghij" * 4  # 48 characters
+    monkeypatch.setenv("OPPORTUNE_TEST_KEY", key)
+    caplog.set_level(logging.DEBUG)
+    message = "x" * 185 + f" key {key} was rejected"
+    echo = httpx.Response(400, json={"error": {"message": message}})
+    server = Server({"/v1/completions": lambda _r: echo})
+    b = backend(server)
+    with pytest.raises(BackendError) as info:
+        b.generate(GenerationRequest("x", max_tokens=2))
+    b.close()
+    shown = str(info.value) + caplog.text
+    for n in range(8, len(key) + 1):
+        assert key[:n] not in shown, f"{n} characters of the key leaked: {shown[-300:]}"

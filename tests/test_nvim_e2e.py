@@ -69,6 +69,8 @@ def run_nvim(
     cmd: list[str] | None = None,
     engine: str = "auto",
     timeout: float = 120,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> dict[str, Any]:
     """Runs the driver with `steps` in a fresh headless Neovim; returns its JSON record."""
     nvim = nvim_executable()
@@ -84,6 +86,7 @@ def run_nvim(
         "OPPORTUNE_NVIM_ENGINE": engine,
         "OPPORTUNE_NVIM_CMD": json.dumps(cmd) if cmd else "",
         "NVIM_LOG_FILE": str(tmp_path / "nvim.log"),
+        **(env or {}),
     }
     stdout_path, stderr_path = tmp_path / "nvim.stdout", tmp_path / "nvim.stderr"
     # Output goes to files, never to unread pipes; a new session lets us kill Neovim and its server.
@@ -93,7 +96,7 @@ def run_nvim(
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
-            cwd=tmp_path,
+            cwd=cwd or tmp_path,
             env=env,
             start_new_session=True,
         )

@@ -84,9 +84,9 @@ async def test_consecutive_keystrokes_share_the_real_tokenizers_prefix() -> None
 
     backend = LlamaBackend(default_model_path(), n_ctx=1024, threads=1)
     counter = LineTokenCounter(backend.count_tokens)
-    workspace = Workspace()
+    workspace = Workspace("salt")
     uri = "file:///s/store.py"
-    state = workspace.open(uri, SOURCE, "python", 1, "salt")
+    state = workspace.open(uri, SOURCE, "python", 1)
     previous: list[int] | None = None
     try:
         for i, ch in enumerate(
@@ -115,8 +115,8 @@ def test_a_huge_document_gives_the_prompt_its_whole_text_would(strategy: str, fi
     text = "import os\n\n\ndef f(x):\n" + "".join(f"    y{i} = x + {i}  # step {i}\n" for i in range(40_000))
     settings, errors = resolve({"completion": {"prewarm": False, "promptStrategy": strategy}})
     assert errors == []
-    workspace = Workspace()
-    state = workspace.open("file:///p/big.py", text, "python", 1, "salt")
+    workspace = Workspace("salt")
+    state = workspace.open("file:///p/big.py", text, "python", 1)
     c = settings.completion
     for cursor in (len(text), text.index("y20000 =") + 3, text.index("y3 =") + 2, 12):
         syntax = workspace.syntax(state, cursor)
@@ -133,8 +133,8 @@ def test_a_minified_line_gives_a_prompt_within_budget_that_ends_at_the_cursor() 
 
     text = "var a=" + "b+c;" * 500_000 + "\n"
     c = CompletionSettings()
-    workspace = Workspace()
-    state = workspace.open("file:///p/b.min.js", text, "javascript", 1, "salt")
+    workspace = Workspace("salt")
+    state = workspace.open("file:///p/b.min.js", text, "javascript", 1)
     cursor = 1_000_003
     data = workspace.prompt_input(state, cursor, None, c)
     assert len(data.text) <= 2 * 16 * c.context_tokens

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import urllib.request
 from typing import Any
 
@@ -162,18 +161,19 @@ def test_loud_warning_when_not_on_loopback(
         def server_close(self) -> None:
             pass
 
-    def fake_start(port: int, addr: str, registry: Any) -> tuple[FakeServer, threading.Thread]:
-        # Never bind a public interface in a test; check what would have been served.
-        started.update(port=port, addr=addr, registry=registry)
-        thread = threading.Thread(target=lambda: None)
-        thread.start()
-        return FakeServer(), thread
+        def serve_forever(self) -> None:
+            pass
 
-    monkeypatch.setattr(metrics_module, "start_http_server", fake_start)
+    def fake_make_server(addr: str, port: int, app: Any, *_a: Any, **_k: Any) -> FakeServer:
+        # Never bind a public interface in a test; check what would have been served.
+        started.update(port=port, addr=addr, app=app)
+        return FakeServer()
+
+    monkeypatch.setattr(metrics_module, "make_server", fake_make_server)
     m = Metrics()
     with caplog.at_level(logging.WARNING, logger="opportune.telemetry.metrics"):
         server = m.serve(host="0.0.0.0", port=9999)
-    assert started["addr"] == "0.0.0.0" and started["registry"] is m.registry
+    assert started["addr"] == "0.0.0.0" and started["port"] == 9999
     assert any("NOT ON LOOPBACK" in r.message for r in caplog.records)
     server.close()
     assert started["shutdown"]
@@ -182,3 +182,26 @@ def test_loud_warning_when_not_on_loopback(
     with caplog.at_level(logging.WARNING, logger="opportune.telemetry.metrics"):
         m.serve(host="127.0.0.1", port=9999).close()
     assert not caplog.records
+
+
+def test_metrics_on_loopback_refuse_a_foreign_host_header() -> None:
+    """DNS rebinding: a page on evil.example that resolves its name to 127.0.0.1 could read the metrics;
+    the endpoint answered any Host header."""
+    import http.client
+
+    m = Metrics()
+    m.opportunity("A", "python")
+    with m.serve(port=0) as server:
+        for host, status in (
+            ("evil.example", 403),
+            (f"evil.example:{server.port}", 403),
+            (f"127.0.0.1:{server.port}", 200),
+            (f"localhost:{server.port}", 200),
+        ):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            conn.request("GET", "/metrics", headers={"Host": host})
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            assert response.status == status, (host, response.status)
+            assert (b"opportune_opportunities_total" in body) == (status == 200)

@@ -441,3 +441,50 @@ def test_record_is_thread_safe(tmp_path: Path) -> None:
     store.close()
     assert count(db, "opportunity") == 2000
     assert store.stats.dropped == 0
+
+
+def _can_mount_read_only() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_read_only(), reason="needs unshare (user and mount namespaces)")
+def test_report_export_and_dashboard_read_a_store_on_a_read_only_mount(tmp_path: Path) -> None:
+    """mode=ro wants to create the WAL's -shm file beside the store: on a read-only mount `report`,
+    `export` and `dashboard` failed with "unable to open database file"."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "t.db"
+    with EventStore(db, flush_interval_s=0.05) as store:
+        for i in range(5):
+            store.record(opportunity(i))
+    out = tmp_path / "out"
+    out.mkdir()
+    python = shlex.quote(sys.executable)
+    commands = [
+        f"{python} -m opportune.server.cli report --db {db} --json",
+        f"{python} -m opportune.server.cli export --db {db} --format ndjson --out -",
+        f"{python} -m opportune.server.cli dashboard --db {db} --export {out}/page.html",
+    ]
+    for command in commands:
+        script = f"mount --bind -o ro {folder} {folder} && {command}"
+        done = subprocess.run(
+            ["unshare", "-r", "-m", "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=str(ROOT),
+        )
+        assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
+    assert (out / "page.html").stat().st_size > 0

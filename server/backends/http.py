@@ -121,6 +121,18 @@ class _HttpStatus(Exception):
         self.detail = detail
 
 
+class _BadAnswer(Exception):
+    """The server answered, but not with what the API says (HTML from a proxy, garbage, the wrong JSON)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+BAD_ANSWER_BACKOFF_MAX = 16
+"""After answers that are not the API's, the pause before trying again doubles up to this many times the
+usual one: a proxy's error page may stay for minutes, and each try costs the user nothing but a request."""
+
 _END = object()
 
 
@@ -266,6 +278,10 @@ class HttpBackend:
         self._root = f"{url.scheme}://{url.netloc.decode('ascii')}{path}"
         self.endpoint = self._root  # safe to show: no user info, no query
         self._api_key_env = settings.api_key_env
+        # The endpoint's password and query values are credentials too (never shown with the endpoint).
+        self._url_secrets = tuple(
+            v for v in (url.password, *(value for _, value in url.params.multi_items())) if v
+        )
         self._configured_model = settings.remote_model
         self._remote_model = settings.remote_model  # or the name the server lists, once known
         self.model_id = display_model_id(settings.remote_model) if settings.remote_model else ""
@@ -304,9 +320,14 @@ class HttpBackend:
             limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=30.0),
         )
         self._closed = False
+        self._bad_answers = 0
         # Learn the model's name and tokenizer now (the engine builds the backend off the event loop); an
-        # unreachable server is not an error yet: the first completion reports it.
-        self._ensure_probed()
+        # unreachable or wrong server is not an error yet: the first completion reports it, and the backend
+        # must exist to recover when the server is fixed.
+        try:
+            self._ensure_probed()
+        except Exception as e:
+            log.info("probing %s failed (%s); asking again later", self.endpoint, self._redact(str(e)))
         log.info("remote %s model %s at %s", self.kind, self.model_id or "(unnamed)", self.endpoint)
 
     # ---- the Backend protocol ------------------------------------------------------------------------
@@ -317,6 +338,7 @@ class HttpBackend:
             raise Cancelled
         self._check_up()
         self._ensure_model()
+        self._check_up()  # the probe may have found the server answering garbage
         for _ in range(2):  # a second round only after llama-server refused /infill for this model
             route, payload = self._payload(request, request.max_tokens, stream=True)
             collector = _Collector(request, started)
@@ -331,6 +353,10 @@ class HttpBackend:
                     self._no_infill(e)
                     continue
                 raise self._status_error(route, e) from None
+            except _BadAnswer as e:
+                failure = self._bad_answer_error(route, e)
+                self._mark_down(failure, bad_answer=True)
+                raise failure from None
             except httpx.HTTPError as e:
                 partial = self._partial_after(e, collector)
                 if partial is not None:
@@ -372,6 +398,9 @@ class HttpBackend:
                 return 0
             except httpx.HTTPError as e:
                 log.debug("prewarm failed: %s", self._network_error(route, e))
+                return 0
+            except _BadAnswer as e:
+                log.debug("prewarm failed: %s", self._bad_answer_error(route, e))
                 return 0
             if outcome == "cancelled":
                 raise Cancelled
@@ -524,6 +553,8 @@ class HttpBackend:
         error = None if outcome is not None or future.cancelled() else future.exception(timeout=0)
         if isinstance(error, httpx.TransportError) and _is_connection_error(error) and not answered:
             self._mark_down(self._network_error(route, error))
+        elif isinstance(error, _BadAnswer):
+            pass  # reachable but wrong: the caller decides (a probe of an optional route is no outage)
         elif answered or error is None or isinstance(error, _HttpStatus):
             self._mark_up()
         if error is not None:
@@ -551,7 +582,7 @@ class HttpBackend:
                     answered = True
                     if response.status_code >= 400:
                         await response.aread()
-                        raise _HttpStatus(response.status_code, self._redact(_error_detail(response)))
+                        raise _HttpStatus(response.status_code, _error_detail(response, self._redact))
                     await _queue_answer(response, out, stream)
                 return
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError):
@@ -575,10 +606,11 @@ class HttpBackend:
         return os.environ.get(self._api_key_env, "").strip() if self._api_key_env else ""
 
     def _redact(self, text: str) -> str:
-        """Servers sometimes echo a rejected key; never let it reach a message, a log or telemetry."""
-        key = self._api_key()
-        if key and len(key) >= 4:
-            text = text.replace(key, "***")
+        """Servers sometimes echo a rejected key; never let it reach a message, a log or telemetry.  Called
+        on whole texts, before anything is cut to length: a key split by a cut would escape the mask."""
+        for secret in (self._api_key(), *self._url_secrets):
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "***")
         return text
 
     # ---- discovery and tokenization --------------------------------------------------------------------
@@ -602,6 +634,12 @@ class HttpBackend:
                 answer = self._json("GET", "/v1/models", None, self._probe_timeout())
             except _HttpStatus:
                 answer = {}  # not every server lists its models; the name stays as configured
+            except _BadAnswer as e:
+                # One message (at the first completion), then tried again after a growing pause.
+                failure = self._bad_answer_error("/v1/models", e)
+                log.info("%s", failure)
+                self._mark_down(failure, bad_answer=True)
+                return
             except httpx.HTTPError as e:
                 log.info("%s", self._network_error("/v1/models", e, self._probe_timeout().read))
                 return  # asked again on the next call
@@ -628,7 +666,7 @@ class HttpBackend:
                         "POST", route.path, route.body("", self._remote_model), self._probe_timeout()
                     )
                     added = len(route.ids(empty))
-                except (_HttpStatus, ValueError, TypeError, KeyError):
+                except (_HttpStatus, _BadAnswer, ValueError, TypeError, KeyError):
                     continue  # not this server family
                 except httpx.HTTPError as e:
                     # Down, or busy (llama_cpp.server tokenizes only between generations): ask again later.
@@ -668,7 +706,7 @@ class HttpBackend:
         except httpx.TimeoutException:
             self._tokenizer_pause_until = time.monotonic() + TOKENIZER_PAUSE_S
             log.debug("remote tokenize timed out; approximating for %g s", TOKENIZER_PAUSE_S)
-        except (_HttpStatus, httpx.HTTPError, ValueError, TypeError, KeyError) as e:
+        except (_HttpStatus, _BadAnswer, httpx.HTTPError, ValueError, TypeError, KeyError) as e:
             log.debug("remote tokenize failed (%s); approximating", type(e).__name__)
         return None
 
@@ -696,9 +734,13 @@ class HttpBackend:
             if time.monotonic() < self._down_until:
                 raise BackendError(self._down_message)
 
-    def _mark_down(self, error: BackendError) -> None:
+    def _mark_down(self, error: BackendError, *, bad_answer: bool = False) -> None:
         with self._lock:
-            self._down_until = time.monotonic() + self.retry_after_s
+            pause = self.retry_after_s
+            if bad_answer:
+                pause *= min(BAD_ANSWER_BACKOFF_MAX, 2**self._bad_answers)
+                self._bad_answers += 1
+            self._down_until = time.monotonic() + pause
             self._down_message = str(error)
             # The server that comes back may be another one (another model, another tokenizer).
             self._knows_model = self._knows_tokenizer = False
@@ -710,6 +752,13 @@ class HttpBackend:
                 log.info("the %s server at %s is reachable again", self.kind, self.endpoint)
             self._down_until = 0.0
             self._down_message = ""
+            self._bad_answers = 0
+
+    def _bad_answer_error(self, route: str, error: _BadAnswer) -> BackendError:
+        where = f"the {self.kind} server at {self.endpoint}"
+        return BackendError(
+            self._redact(f"{where} answered {route} with {error.detail}: check model.endpoint (a proxy?)")
+        )
 
     def _network_error(self, route: str, error: httpx.HTTPError, read_s: float | None = None) -> BackendError:
         where = f"the {self.kind} server at {self.endpoint}"
@@ -751,7 +800,12 @@ async def _queue_answer(response: httpx.Response, out: queue.SimpleQueue[Any], s
     if not (stream and "text/event-stream" in response.headers.get("content-type", "")):
         # Not streamed (prewarm, tokenize), or a server that ignored ``stream``: one answer.
         await response.aread()
-        out.put(response.json() if response.content else {})
+        try:
+            answer = response.json() if response.content else {}
+        except ValueError:
+            kind = response.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+            raise _BadAnswer(f"HTTP {response.status_code} {kind} that is not JSON") from None
+        out.put(answer)
         return
     # aclosing: leaving at [DONE] must not leave the generator to a finalizer on a stopped loop.
     async with contextlib.aclosing(EventSource(response).aiter_sse()) as events:
@@ -784,18 +838,23 @@ def _reason(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def _error_detail(response: httpx.Response) -> str:
-    """The server's own explanation, short: OpenAI {"error": {"message"}}, FastAPI {"detail"}, or text."""
+def _error_detail(response: httpx.Response, redact: Callable[[str], str]) -> str:
+    """The server's own explanation, short: OpenAI {"error": {"message"}}, FastAPI {"detail"}, or text.
+    Secrets are masked in the whole text first, then it is cut (the other order leaked part of a key)."""
     try:
         body = response.json()
     except ValueError:
-        return response.text.strip()[:200] or response.reason_phrase
+        return _cut(redact(response.text.strip())) or response.reason_phrase
     if isinstance(body, Mapping):
         err = body.get("error")
         if isinstance(err, Mapping) and err.get("message"):
-            return str(err["message"])[:200]
+            return _cut(redact(str(err["message"])))
         if isinstance(err, str):
-            return err[:200]
+            return _cut(redact(err))
         if body.get("detail"):
-            return str(body["detail"])[:200]
-    return json.dumps(body)[:200]
+            return _cut(redact(str(body["detail"])))
+    return _cut(redact(json.dumps(body)))
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -37,9 +37,10 @@ class Engine:
         install_id: str = "local",
         session_id: str | None = None,
         notify_user: Callable[[str], None] | None = None,
+        hash_salt: str = "",
     ) -> None:
         self.config = config
-        self.workspace = Workspace()
+        self.workspace = Workspace(hash_salt)
         self.worker = ModelWorker(backend_factory, notify_user)
         session = session_id or ev.new_id()
         worker = self.worker
@@ -79,7 +80,7 @@ class Engine:
     # ---- documents ----------------------------------------------------------------------------------
 
     def open(self, uri: str, text: str, language_id: str = "", version: int = 0) -> None:
-        state = self.workspace.open(uri, text, language_id, version, self.funnel.install_id)
+        state = self.workspace.open(uri, text, language_id, version)
         self.funnel.edit(state.language, state.hash, "open", len(text), 0)
         if self.settings.completion.prewarm and self.settings.completion.enabled:
             self._prewarm(state, len(text))

@@ -112,6 +112,11 @@ class FunnelRecorder:
     def shown(self, language: str | None, completion_id: str, attempt_id: str, *, inferred: bool) -> None:
         self.emit(ev.Shown(self.common(language), completion_id, attempt_id, inferred=inferred))
 
+    def client_reason(self, reason: str) -> str:
+        """A rejection reason as sent by the client, to be stored: from a fixed vocabulary unless the user
+        opted in to storing text (a free-form reason could carry a path or a line of code)."""
+        return ev.client_reject_reason(reason, self._config().settings.telemetry.store_text)
+
     def outcome(
         self,
         language: str | None,

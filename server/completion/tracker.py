@@ -184,7 +184,7 @@ class SuggestionTracker:
         if active.explicit:
             return
         active.explicit = False
-        self._outcome(state, active, "rejected", 0, reason or "dismissed", inferred=False)
+        self._outcome(state, active, "rejected", 0, self.funnel.client_reason(reason), inferred=False)
         active.explicit = True
 
     def _outcome(

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import itertools
 import logging
+import secrets
 import statistics
 import threading
 from collections import deque
@@ -107,7 +109,9 @@ class DocState:
 
 
 def document_hash(salt: str, uri: str) -> str:
-    return hashlib.sha256(f"{salt}:{uri}".encode()).hexdigest()[:16]
+    # Keyed by the install's secret salt (never the install id, which is in every row): without the salt,
+    # a guessed path cannot be checked against a stored hash.  surrogatepass: a URI may hold a lone one.
+    return hmac.new(salt.encode(), uri.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:16]
 
 
 def display_path(uri: str) -> str:
@@ -118,17 +122,19 @@ def display_path(uri: str) -> str:
 class Workspace:
     """The open documents, by URI."""
 
-    def __init__(self) -> None:
+    def __init__(self, hash_salt: str = "") -> None:
         self.docs: dict[str, DocState] = {}
+        # The install's secret (session.hash_salt) or, without one, this process's own.
+        self.hash_salt = hash_salt or secrets.token_hex(16)
 
     def get(self, uri: str) -> DocState | None:
         return self.docs.get(uri)
 
-    def open(self, uri: str, text: str, language_id: str, version: int, salt: str) -> DocState:
+    def open(self, uri: str, text: str, language_id: str, version: int) -> DocState:
         language = language_for(language_id, uri)
         doc = Document(uri=uri, text=text, language_id=language_id, version=version)
         state = DocState(
-            doc=doc, language=language, tree=_parse(language, text), hash=document_hash(salt, uri)
+            doc=doc, language=language, tree=_parse(language, text), hash=document_hash(self.hash_salt, uri)
         )
         self.docs[uri] = state
         return state

@@ -105,7 +105,9 @@ def corpus_cache() -> Path:
 
 def project_checkout(folder: Path) -> bool:
     """True when ``folder`` is the root of this project's checkout (or an installed copy of it)."""
-    return (folder / "server" / "completion" / "engine.py").is_file() and (folder / "telemetry" / "cpo.py").is_file()
+    return (folder / "server" / "completion" / "engine.py").is_file() and (
+        folder / "telemetry" / "cpo.py"
+    ).is_file()
 
 
 def refuse_own_sources(path: Path) -> None:

@@ -34,7 +34,7 @@ from opportune.telemetry.dashboard.data import (
     parse_query,
 )
 from opportune.telemetry.dashboard.page import CSP, render_page, render_problem
-from opportune.telemetry.metrics import is_loopback
+from opportune.telemetry.metrics import host_header_is_loopback, is_loopback
 from opportune.telemetry.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -187,12 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
         """On loopback, only requests addressed to loopback: refuses DNS-rebinding attacks from web pages."""
         if not self.server.loopback_only:
             return True
-        host = (self.headers.get("Host") or "").strip()
-        if host.startswith("["):
-            name = host[1:].split("]", 1)[0]
-        else:
-            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        return is_loopback(name)
+        return host_header_is_loopback(self.headers.get("Host") or "")
 
     def _send(self, response: Response, *, head: bool) -> None:
         self.send_response(response.status)

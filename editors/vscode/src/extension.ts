@@ -38,6 +38,7 @@ import {
   readSettings,
   serveCommand,
   toServerOptions,
+  trustAwareReader,
   type CommandLine,
   type ExtensionSettings,
 } from "./settings";
@@ -67,7 +68,14 @@ function returnedItem(item: vscode.InlineCompletionItem): ReturnedItem | undefin
 
 function readWorkspaceSettings(): { settings: ExtensionSettings; problems: string[] } {
   const configuration = vscode.workspace.getConfiguration("opportune");
-  return readSettings((key) => configuration.get(key), {
+  // Restricted mode: a repository's own settings cannot choose the program, its arguments, the model file
+  // or the telemetry store (VS Code filters them too, through restrictedConfigurations in package.json).
+  const read = trustAwareReader(
+    (key) => configuration.get(key),
+    (key) => configuration.inspect(key),
+    vscode.workspace.isTrusted,
+  );
+  return readSettings(read, {
     home: os.homedir(),
     workspaceFolder: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath,
   });
@@ -141,6 +149,9 @@ class OpportuneExtension implements vscode.Disposable {
           void this.onSettingsChanged();
         }
       }),
+      // Trusting the workspace lets its own values of the restricted settings apply (a restart if they
+      // change the command line).
+      vscode.workspace.onDidGrantWorkspaceTrust(() => void this.onSettingsChanged()),
       vscode.window.onDidChangeTextEditorSelection((event) => {
         const active = event.selections[0]?.active;
         if (active !== undefined) {

@@ -11,6 +11,45 @@
 /** Reads one key below `opportune.` (e.g. "completion.deadlineMs"); undefined when absent. */
 export type SettingReader = (key: string) => unknown;
 
+/**
+ * Settings a repository's `.vscode/settings.json` could turn against the user: which program runs, with
+ * which arguments and config file, which model file is loaded, where telemetry is written and whether it
+ * holds code. In a workspace the user has not trusted (VS Code's restricted mode) only the user's own
+ * values of these count; package.json declares the same list as `restrictedConfigurations`.
+ */
+export const RESTRICTED_SETTINGS: readonly string[] = [
+  "serverPath",
+  "serverArgs",
+  "configFile",
+  "modelPath",
+  "telemetry.db",
+  "telemetry.storeText",
+];
+
+/** What VS Code's `WorkspaceConfiguration.inspect` tells of one key (the parts used here). */
+export type SettingInspector = (key: string) => { defaultValue?: unknown; globalValue?: unknown } | undefined;
+
+/**
+ * A reader that, when the workspace is not trusted, takes the restricted settings from the user's own
+ * (global) settings or the default, never from the workspace or folder settings.
+ */
+export function trustAwareReader(
+  read: SettingReader,
+  inspect: SettingInspector,
+  trusted: boolean,
+): SettingReader {
+  if (trusted) {
+    return read;
+  }
+  return (key) => {
+    if (!RESTRICTED_SETTINGS.includes(key)) {
+      return read(key);
+    }
+    const info = inspect(key);
+    return info?.globalValue ?? info?.defaultValue;
+  };
+}
+
 export type Multiline = "auto" | "always" | "never";
 const MULTILINE_VALUES: readonly string[] = ["auto", "always", "never"];
 

@@ -10,13 +10,16 @@ import Module, { createRequire } from "node:module";
 import * as path from "node:path";
 import { describe, it } from "node:test";
 
-import { readSettings, toServerOptions } from "../src/settings";
+import { RESTRICTED_SETTINGS, readSettings, toServerOptions } from "../src/settings";
 
 // Compiled to out/test/, so the extension folder is two levels up.
 const root = path.resolve(__dirname, "..", "..");
 
 interface Manifest {
   main: string;
+  capabilities?: {
+    untrustedWorkspaces?: { supported: boolean | "limited"; restrictedConfigurations?: string[] };
+  };
   engines: { vscode: string };
   devDependencies: Record<string, string>;
   contributes: {
@@ -43,6 +46,17 @@ describe("package.json", () => {
     assert.deepEqual([...read].sort(), contributed.filter((key) => !readByLanguageClient.has(key)).sort());
     for (const [key, schema] of Object.entries(properties)) {
       assert.ok((schema.description ?? "").length > 20, `${key} needs a description`);
+    }
+  });
+
+  it("declares restricted mode with exactly the settings the extension restricts", () => {
+    const untrusted = manifest.capabilities?.untrustedWorkspaces;
+    assert.ok(untrusted !== undefined, "capabilities.untrustedWorkspaces is not declared");
+    assert.equal(untrusted.supported, "limited");
+    const restricted = untrusted.restrictedConfigurations ?? [];
+    assert.deepEqual([...restricted].sort(), RESTRICTED_SETTINGS.map((key) => `opportune.${key}`).sort());
+    for (const key of restricted) {
+      assert.ok(key in properties, `${key} is restricted but not contributed`);
     }
   });
 

@@ -11,6 +11,7 @@ import {
   readSettings,
   serveCommand,
   toServerOptions,
+  trustAwareReader,
 } from "../src/settings";
 
 /** A reader over a flat map of keys below `opportune.`, as VS Code's WorkspaceConfiguration.get is. */
@@ -164,5 +165,45 @@ describe("command lines", () => {
     assert.equal(needsRestart(running, tuned), false);
     assert.equal(needsRestart(running, otherArgs), true);
     assert.equal(needsRestart(running, otherPath), true);
+  });
+});
+
+describe("workspace trust", () => {
+  const userAndWorkspace: Record<
+    string,
+    { globalValue?: unknown; workspaceValue?: unknown; defaultValue?: unknown }
+  > = {
+    serverPath: { defaultValue: "opportune", workspaceValue: "./evil.sh" },
+    serverArgs: { defaultValue: [], workspaceValue: ["--backend", "openai"] },
+    configFile: { defaultValue: "", workspaceValue: "/tmp/x.toml" },
+    modelPath: { defaultValue: "", globalValue: "/home/me/models/a.gguf", workspaceValue: "/etc/passwd" },
+    "telemetry.db": { defaultValue: "", workspaceValue: "/tmp/leak.db" },
+    "telemetry.storeText": { defaultValue: null, workspaceValue: true },
+    "completion.deadlineMs": { defaultValue: null, workspaceValue: 400 },
+  };
+  const merged = (key: string): unknown => {
+    const info = userAndWorkspace[key];
+    return info === undefined
+      ? packageDefaults[key]
+      : (info.workspaceValue ?? info.globalValue ?? info.defaultValue);
+  };
+  const inspect = (key: string) => userAndWorkspace[key];
+
+  it("ignores a restricted workspace's values of the settings that run, load or record", () => {
+    const { settings } = readSettings(trustAwareReader(merged, inspect, false));
+    assert.equal(settings.serverPath, "opportune");
+    assert.deepEqual(settings.serverArgs, []);
+    assert.equal(settings.configFile, "");
+    assert.equal(settings.modelPath, "/home/me/models/a.gguf", "the user's own value stays");
+    assert.equal(settings.telemetry.db, "");
+    assert.equal(settings.telemetry.storeText, null);
+    assert.equal(settings.completion.deadlineMs, 400, "harmless workspace settings still apply");
+    assert.deepEqual(serveCommand(settings), { command: "opportune", args: ["serve"] });
+  });
+
+  it("applies them once the workspace is trusted", () => {
+    const { settings } = readSettings(trustAwareReader(merged, inspect, true));
+    assert.equal(settings.serverPath, "./evil.sh");
+    assert.equal(settings.telemetry.db, "/tmp/leak.db");
   });
 });

@@ -1,4 +1,4 @@
---- `:Opportune {toggle|enable|disable|report|status|restart}`.
+--- `:Opportune {toggle|enable|disable|report|status|restart|trust}`.
 
 local M = {}
 
@@ -103,6 +103,13 @@ M.subcommands = {
     require('opportune').restart(function()
       vim.notify('Opportune restarted')
     end)
+  end,
+  trust = function()
+    local client = require('opportune.lsp').client()
+    local root = client and client.config.root_dir
+      or vim.fs.root(0, require('opportune.config').get().root_markers)
+      or vim.fn.getcwd()
+    require('opportune.trust').prompt(root)
   end,
 }
 

@@ -60,6 +60,11 @@ function M.client_config(cfg, bufnr)
     or { dynamicRegistration = false }
   local root = vim.fs.root(bufnr, cfg.root_markers) or vim.fn.getcwd()
   local settings = cfg.settings or {}
+  -- A workspace opportune.toml the user trusted with Neovim's `:trust` (never asked here).
+  local trust = require('opportune.trust').options(root)
+  if trust then
+    settings = vim.tbl_deep_extend('force', settings, { trust = trust })
+  end
   local engine = M.engine(cfg)
   local env = nil
   if cfg.cmd_env and next(cfg.cmd_env) then
