@@ -19,7 +19,7 @@ from opportune.server.backends.base import Backend, BackendError
 from opportune.server.completion import Effective, Engine
 from opportune.server.config import ArmSettings, Settings, as_dict, find_config, load_toml, resolve, with_arm
 from opportune.telemetry import events as ev
-from opportune.telemetry.experiments import assign_arm, settings_digest
+from opportune.telemetry.assignment import assign_arm, settings_digest
 from opportune.telemetry.store import EventStore, NullStore, default_db_path
 
 log = logging.getLogger(__name__)
