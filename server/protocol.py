@@ -70,12 +70,12 @@ class DidRejectCompletionParams:
 
 @dataclass(frozen=True)
 class StatusParams:
-    """``opportune/status`` takes no parameters."""
+    """``opportune/status``: the server's state, for the editor's status bar (no parameters)."""
 
 
 @dataclass(frozen=True)
 class StatusResult:
-    """What the editor's status bar shows."""
+    """The answer to ``opportune/status``: what the editor's status bar shows."""
 
     enabled: bool
     """Completions are on."""
@@ -101,6 +101,8 @@ class SetEnabledParams:
 
 @dataclass(frozen=True)
 class SetEnabledResult:
+    """The answer to ``opportune/setEnabled``."""
+
     enabled: bool
     """The state now in force."""
 
@@ -115,6 +117,8 @@ class ReportParams:
 
 @dataclass(frozen=True)
 class ReportResult:
+    """The answer to ``opportune/report``."""
+
     text: str
     """The report for people (what ``opportune report`` prints)."""
     data: dict[str, Any]

@@ -24,7 +24,7 @@ const packageDefaults: Record<string, unknown> = {
   serverPath: "opportune",
   serverArgs: [],
   configFile: "",
-  modelPath: "",
+  "model.path": "",
   "model.threads": null,
   "completion.contextTokens": null,
   "completion.deadlineMs": null,
@@ -52,7 +52,7 @@ describe("readSettings and toServerOptions", () => {
     const { settings, problems } = readSettings(
       reader({
         ...packageDefaults,
-        modelPath: "/models/coder.gguf",
+        "model.path": "/models/coder.gguf",
         "model.threads": 2,
         "completion.contextTokens": 1024,
         "completion.deadlineMs": 300,
@@ -119,16 +119,43 @@ describe("readSettings and toServerOptions", () => {
       reader({
         ...packageDefaults,
         serverPath: "~/venv/bin/opportune",
-        modelPath: "${workspaceFolder}/m.gguf",
+        "model.path": "${workspaceFolder}/m.gguf",
         "telemetry.db": "${userHome}/t.db",
       }),
       { home: "/home/u", workspaceFolder: "/ws" },
     );
     assert.equal(settings.serverPath, "/home/u/venv/bin/opportune");
-    assert.equal(settings.modelPath, "/ws/m.gguf");
-    assert.equal(settings.telemetry.db, "/home/u/t.db");
+    assert.equal(settings.server["model.path"], "/ws/m.gguf");
+    assert.equal(settings.server["telemetry.db"], "/home/u/t.db");
     assert.equal(expandPath("~user/x", "/home/u", undefined), "~user/x");
     assert.equal(expandPath("${workspaceFolder}/x", "/h", undefined), "${workspaceFolder}/x");
+  });
+});
+
+describe("server settings", () => {
+  it("reaches every server setting, a remote backend and its endpoint included", () => {
+    const { settings, problems } = readSettings(
+      reader({
+        "model.backend": "openai",
+        "model.endpoint": "http://127.0.0.1:8080/v1",
+        "model.remoteModel": "qwen2.5-coder",
+        "completion.temperature": 0.2,
+        "experiment.arms": [{ name: "a" }],
+      }),
+    );
+    assert.deepEqual(problems, []);
+    assert.deepEqual(toServerOptions(settings), {
+      completion: { temperature: 0.2 },
+      model: { backend: "openai", endpoint: "http://127.0.0.1:8080/v1", remoteModel: "qwen2.5-coder" },
+      experiment: { arms: [{ name: "a" }] },
+    });
+  });
+
+  it("refuses values outside the server's bounds and choices", () => {
+    const { problems } = readSettings(
+      reader({ "model.backend": "gpt", "completion.temperature": 3, "telemetry.metricsPort": 70_000 }),
+    );
+    assert.equal(problems.length, 3, problems.join("\n"));
   });
 });
 
