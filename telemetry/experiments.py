@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 
 from opportune.telemetry.assignment import validate_arms
-from opportune.telemetry.cpo import METRICS, Funnel, funnel_counts, percentile, returned_latencies
+from opportune.telemetry.cpo import METRICS, Funnel, funnel_counts, returned_latencies
 from opportune.telemetry.frames import EventFrames, json_safe
+from opportune.telemetry.numbers import percentile
 
 SRM_ALPHA = 0.001
 
