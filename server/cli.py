@@ -10,10 +10,11 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from opportune.server import __version__
 
+# Not `from typing import TYPE_CHECKING`: typing costs as much to import as the rest of --version.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
