@@ -77,6 +77,10 @@ def _ts_type(annotation: Any) -> str:
         return " | ".join(f'"{v}"' for v in get_args(annotation))
     if origin is dict:
         return "Record<string, unknown>"
+    if origin is list:
+        return f"{_ts_type(get_args(annotation)[0])}[]"
+    if dataclasses.is_dataclass(annotation):
+        return annotation.__name__  # type: ignore[union-attr]
     simple = {str: "string", int: "number", float: "number", bool: "boolean"}
     return simple[annotation]
 
@@ -155,11 +159,23 @@ def ts_protocol() -> str:
     seen: set[type] = set()
     for method in protocol.METHODS.values():
         for cls, is_params in ((method.params, True), (method.result, False)):
-            if cls is None or cls in seen:
-                continue
-            seen.add(cls)
-            out += ["", *_ts_interface(cls, optional_defaults=is_params)]
+            for each in _with_nested(cls):
+                if each not in seen:
+                    seen.add(each)
+                    out += ["", *_ts_interface(each, optional_defaults=is_params)]
     return "\n".join(out) + "\n" + TS_HELPERS
+
+
+def _with_nested(cls: type | None) -> list[type]:
+    """``cls`` after the dataclasses its fields hold (directly or in lists), each once, innermost first."""
+    if cls is None:
+        return []
+    out: list[type] = []
+    for annotation in typing.get_type_hints(cls).values():
+        for arg in (annotation, *get_args(annotation)):
+            if dataclasses.is_dataclass(arg) and isinstance(arg, type):
+                out += [c for c in _with_nested(arg) if c not in out]
+    return [*out, cls]
 
 
 def _attribute_doc(name: str) -> str:
@@ -188,8 +204,10 @@ def _lua_type(annotation: Any) -> str:
     if origin in (types.UnionType, typing.Union):
         inner = [a for a in get_args(annotation) if a is not type(None)]
         return _lua_type(inner[0]) + "?"
-    if origin is dict:
+    if origin is dict or dataclasses.is_dataclass(annotation):
         return "table"
+    if origin is list:
+        return f"{_lua_type(get_args(annotation)[0])}[]"
     return {str: "string", int: "integer", float: "number", bool: "boolean"}[annotation]
 
 

@@ -10,7 +10,8 @@ answers with InvalidParams); ``unstructure`` turns a result into JSON.
 The editors' copies are generated from this module (``python scripts/sync_editors.py``):
 ``editors/vscode/src/protocol.ts`` and ``editors/nvim/lua/opportune/protocol.lua``; a test fails when they
 differ from what it would write.  A new method is a params class, a result class for a request, and a
-line in ``METHODS``.
+line in ``METHODS`` (fields may be str, int, float, bool, Literal, optional, dict, list and nested
+dataclasses).
 
 Pure Python: no pygls or lsprotocol here (only ``opportune.server.lsp`` knows them).
 """
@@ -243,4 +244,11 @@ def _check(value: Any, annotation: Any, where: str, metadata: Mapping[str, Any])
         if isinstance(value, Mapping):
             return dict(value)
         raise ProtocolError(f"{where}: expected an object, got {_json_type(value)}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ProtocolError(f"{where}: expected an array, got {_json_type(value)}")
+        (item,) = get_args(annotation)
+        return [_check(v, item, f"{where}[{i}]", {}) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        return structure(annotation, value, where)  # a nested object (e.g. a position in a document)
     raise TypeError(f"{where}: no JSON check for {annotation!r}")  # a class in this module needs one

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,22 @@ def test_results_go_out_with_camel_case_keys() -> None:
         "lastLatencyMs": None,
         "busy": True,
     }
+
+
+@dataclass(frozen=True)
+class At:
+    line: int
+
+
+@dataclass(frozen=True)
+class Many:
+    spots: list[At]
+
+
+def test_nested_objects_and_lists_are_checked_too() -> None:
+    """Room for richer methods (opportune/nextEdit takes a document and a position, answers a list)."""
+    assert structure(Many, {"spots": [{"line": 1}, {"line": 2}]}) == Many(spots=[At(1), At(2)])
+    with pytest.raises(ProtocolError, match=re.escape("params.spots[1].line: expected an integer")):
+        structure(Many, {"spots": [{"line": 1}, {"line": "2"}]})
+    with pytest.raises(ProtocolError, match=re.escape("params.spots: expected an array")):
+        structure(Many, {"spots": {"line": 1}})
