@@ -37,6 +37,7 @@ if __package__ in (None, ""):  # run as a file: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fuzz_server import Response, end_position, raw_session, rss_kb
+from opportune.telemetry.numbers import percentile
 
 CORPUS = ("textwrap.py", "json/decoder.py", "shlex.py", "fractions.py", "difflib.py", "argparse.py")
 
@@ -54,12 +55,10 @@ def corpus_texts() -> list[tuple[str, str]]:
     return texts
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
-    return ordered[index]
+def ms(values: list[float], q: float) -> float:
+    """The ``q``-th percentile of latencies (the project's one definition), NaN for a minute without any."""
+    p = percentile(values, q)
+    return math.nan if p is None else p
 
 
 @dataclass
@@ -75,7 +74,7 @@ class Minute:
     def row(self, index: int) -> str:
         return (
             f"{index:>4} {self.keystrokes:>6} {self.answered:>6} {self.suggestions:>6} {self.accepted:>5} "
-            f"{self.cancelled:>6} {percentile(self.latencies_ms, 50):>8.1f} {percentile(self.latencies_ms, 95):>8.1f} "
+            f"{self.cancelled:>6} {ms(self.latencies_ms, 50):>8.1f} {ms(self.latencies_ms, 95):>8.1f} "
             f"{self.rss_kb / 1024:>8.1f}"
         )
 
@@ -148,8 +147,8 @@ class SoakReport:
                     "suggestions": m.suggestions,
                     "accepted": m.accepted,
                     "cancelled": m.cancelled,
-                    "p50_ms": percentile(m.latencies_ms, 50),
-                    "p95_ms": percentile(m.latencies_ms, 95),
+                    "p50_ms": ms(m.latencies_ms, 50),
+                    "p95_ms": ms(m.latencies_ms, 95),
                     "rss_kb": m.rss_kb,
                 }
                 for m in self.minutes

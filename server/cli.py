@@ -1,16 +1,22 @@
-"""The `opportune` command: argument parsing only; each subcommand calls into the modules that do the work."""
+"""The `opportune` command: argument parsing only; each subcommand calls into the modules that do the work.
+
+Start-up is part of the product (an editor starts `opportune serve`, a script runs `opportune --version`):
+this module imports only what parsing needs, and each subcommand imports its own modules when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
+import importlib
 import sys
 from pathlib import Path
-from typing import Any
 
 from opportune.server import __version__
-from opportune.server.backends.base import BackendError
+
+# Not `from typing import TYPE_CHECKING`: typing costs as much to import as the rest of --version.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,6 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
+    from opportune.server.backends.base import BackendError
     from opportune.server.oneshot import complete_file
 
     try:
@@ -80,6 +87,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from opportune.server.backends.base import BackendError
     from opportune.server.demo import run_demo
 
     try:
@@ -90,6 +100,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
+    from opportune.server.backends.base import BackendError
     from opportune.server.models import default_model_path, resolve_model_path
 
     try:
@@ -139,11 +150,24 @@ def cmd_trust(args: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(module: str, name: str, help_text: str, sub: Any) -> None:
-    """Subcommands whose arguments and work live in another module (telemetry, eval, dashboard)."""
+# Subcommands whose arguments and work live in another module: (module, name, help).  The module is
+# imported only when its subcommand runs (or its --help is asked for): the analysis modules pull in
+# pandas and scipy, which `opportune serve` and `opportune --version` must not pay for.
+DELEGATED: tuple[tuple[str, str, str], ...] = (
+    ("opportune.telemetry.report", "report", "CPO and its factors from the telemetry store"),
+    ("opportune.telemetry.export", "export", "export telemetry events (ndjson, parquet)"),
+    ("opportune.server.eval.cli", "eval", "offline evaluation of configurations on real code"),
+    ("opportune.telemetry.dashboard.app", "dashboard", "a local web dashboard of the telemetry"),
+)
+
+
+def _delegate(module: str, name: str, help_text: str, sub: Any, load: bool) -> None:
+    """Add subcommand ``name``; with ``load``, import ``module`` for its arguments and its ``run``."""
     p = sub.add_parser(name, help=help_text)
+    if not load:
+        return
     try:
-        mod = __import__(module, fromlist=["add_arguments", "run"])
+        mod = importlib.import_module(module)
     except ImportError as e:  # a part not installed must not break the other commands
         p.set_defaults(
             func=lambda _a, e=e: print(f"opportune {name}: unavailable ({e})", file=sys.stderr) or 2
@@ -153,7 +177,13 @@ def _delegate(module: str, name: str, help_text: str, sub: Any) -> None:
     p.set_defaults(func=mod.run)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option), if any."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; a delegated subcommand gets its arguments only when it is ``command``."""
     parser = argparse.ArgumentParser(prog="opportune", description=__doc__)
     parser.add_argument("--version", action="version", version=f"opportune {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
@@ -202,15 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the trusted files")
     p.set_defaults(func=cmd_trust)
 
-    _delegate("opportune.telemetry.report", "report", "CPO and its factors from the telemetry store", sub)
-    _delegate("opportune.telemetry.export", "export", "export telemetry events (ndjson, parquet)", sub)
-    _delegate("opportune.server.eval.cli", "eval", "offline evaluation of configurations on real code", sub)
-    _delegate("opportune.telemetry.dashboard.app", "dashboard", "a local web dashboard of the telemetry", sub)
+    for module, name, help_text in DELEGATED:
+        _delegate(module, name, help_text, sub, load=name == command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command(argv)).parse_args(argv)
+    import logging
+
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         stream=sys.stderr,

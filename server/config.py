@@ -1,6 +1,8 @@
 """Typed settings: defaults here, then opportune.toml, then the editor's initializationOptions.
 
-This is the one place where settings are named, typed, defaulted, validated and documented.  Keys may be
+This is the one place where settings are named, typed, defaulted, validated and documented: the docstring
+under each field is its documentation everywhere (VS Code's settings and Neovim's help are generated from
+it by scripts/sync_editors.py).  Keys may be
 snake_case (opportune.toml) or camelCase (editors); an unknown key or a wrong type is reported with its full
 name and the default is kept, so a typo never stops the server.
 """
@@ -46,11 +48,13 @@ class CompletionSettings:
     """The code window before the cursor starts on a multiple of this many lines, so its start stays put while
     the user types and the evaluated prompt can be reused from the KV cache."""
     temperature: float = 0.0
+    """Sampling temperature; 0 always picks the most likely token (the same suggestion for the same context)."""
     typeahead_cache: bool = True
     """Answer from the suggestion on screen when the user types its first characters."""
     prewarm: bool = True
     """Evaluate the stable part of the prompt when a file is opened or the user pauses."""
     enabled: bool = True
+    """Offer completions; editors switch this with their toggle command (``opportune/setEnabled``)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class ModelSettings:
 @dataclass(frozen=True)
 class TelemetrySettings:
     enabled: bool = True
+    """Record completion events in the local SQLite store.  Nothing leaves the machine."""
     db: str = ""
     """SQLite file; empty means opportune/telemetry.db in the user's state directory."""
     store_text: bool = False
@@ -88,6 +93,7 @@ class TelemetrySettings:
     metrics_port: int = 0
     """Serve Prometheus metrics on this port; 0 turns the endpoint off."""
     metrics_host: str = "127.0.0.1"
+    """Address the Prometheus endpoint listens on; keep loopback unless the network is trusted."""
     install_id: str = ""
     """Randomisation unit for experiments; empty means a random id kept in the state directory."""
 
@@ -95,7 +101,9 @@ class TelemetrySettings:
 @dataclass(frozen=True)
 class ArmSettings:
     name: str = ""
+    """The arm's name, as reports show it."""
     weight: float = 1.0
+    """Share of installs: an arm gets weight / sum of weights of them."""
     completion: dict[str, Any] = field(default_factory=dict)
     """Overrides of [completion] keys for this arm."""
     model: dict[str, Any] = field(default_factory=dict)
@@ -109,6 +117,7 @@ class ExperimentSettings:
     control: str = ""
     """The arm others are compared with; default the first."""
     arms: list[ArmSettings] = field(default_factory=list)
+    """The arms: tables of name, weight, and the completion and model keys each overrides."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,7 @@ class Settings:
     experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
     client_name: str = ""
+    """The editor, as events record it; editors send it themselves (default: LSP's clientInfo)."""
 
 
 def snake(key: str) -> str:

@@ -29,15 +29,21 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 from pygls.uris import to_fs_path
 
-from opportune.server import __version__
+from opportune.server import __version__, protocol
 from opportune.server.completion import Engine
 from opportune.server.documents import Position
+from opportune.server.protocol import (
+    ACCEPT_COMMAND,
+    METHODS,
+    ProtocolError,
+    accept_argument,
+    structure,
+    unstructure,
+)
 from opportune.server.session import Session, start_session
 from opportune.server.transport import DEFAULT_MAX_MESSAGE_BYTES, BufferedSource, parse_body, run_frames
 
 log = logging.getLogger(__name__)
-
-ACCEPT_COMMAND = "opportune.accept"
 
 
 class OpportuneProtocol(LanguageServerProtocol):
@@ -63,16 +69,25 @@ class OpportuneProtocol(LanguageServerProtocol):
             refusal = JsonRpcInvalidRequest("the server is shutting down")
             self._send_response(message["id"], error=refusal.to_response_error())
             return
+        ours = METHODS.get(message["method"]) if "method" in message else None
         if is_request:
-            if "params" not in message and message["method"].startswith("opportune/"):
-                message = {
-                    **message,
-                    "params": {},
-                }  # our own requests take optional params, as JSON-RPC allows
             kind = self.get_message_type(message["method"])
-            if kind is not None and kind.__name__.endswith("Notification"):
+            notification = (
+                ours.kind == "notification" if ours else bool(kind and kind.__name__.endswith("Notification"))
+            )
+            if notification:
                 # A notification method sent as a request: pygls would run it and never answer.
                 self._send_response(message["id"], error=JsonRpcInvalidRequest().to_response_error())
+                return
+        if ours is not None:
+            # Our own methods: params checked against their class on arrival, handed to the handler typed.
+            try:
+                message = {**message, "params": structure(ours.params, message.get("params"))}
+            except ProtocolError as e:
+                if is_request:
+                    self._send_response(message["id"], error=JsonRpcInvalidParams(str(e)).to_response_error())
+                else:
+                    log.warning("dropped %s: %s", ours.name, e)
                 return
         try:
             typed = super().structure_message(message)
@@ -284,11 +299,6 @@ class OpportuneServer(LanguageServer):
             log.exception("could not show a message")
 
 
-def _field(params: Any, name: str, default: Any = None) -> Any:
-    # A lone surrogate in a string from the client is made storable by telemetry.schema, like every value.
-    return params.get(name, default) if isinstance(params, Mapping) else getattr(params, name, default)
-
-
 def _plain(value: Any) -> Any:
     """pygls hands unknown structures over as named tuples; settings want plain dicts."""
     if hasattr(value, "_asdict"):
@@ -391,74 +401,72 @@ def build_server(
     @server.command(ACCEPT_COMMAND)
     def accept(ls: OpportuneServer, *args: Any) -> None:
         # pygls 2 passes the command's arguments one by one.
-        if ls.engine and args:
-            ls.engine.did_accept(str(args[0]))
-
-    @server.feature("opportune/didShowCompletion")
-    def did_show(ls: OpportuneServer, params: Any) -> None:
+        try:
+            completion_id = accept_argument(args)
+        except ProtocolError as e:
+            raise JsonRpcInvalidParams(str(e)) from e
         if ls.engine:
-            ls.engine.did_show(str(_field(params, "id", "")))
+            ls.engine.did_accept(completion_id)
+
+    # A lone surrogate in a string from the client is made storable by telemetry.schema, like every value.
+    @server.feature("opportune/didShowCompletion")
+    def did_show(ls: OpportuneServer, params: protocol.DidShowCompletionParams) -> None:
+        if ls.engine:
+            ls.engine.did_show(params.id)
 
     @server.feature("opportune/didPartiallyAcceptCompletion")
-    def did_partially_accept(ls: OpportuneServer, params: Any) -> None:
+    def did_partially_accept(
+        ls: OpportuneServer, params: protocol.DidPartiallyAcceptCompletionParams
+    ) -> None:
         if ls.engine:
-            length = _field(params, "acceptedLength", 0)
-            ls.engine.did_accept(str(_field(params, "id", "")), int(length) if isinstance(length, int) else 0)
+            ls.engine.did_accept(params.id, params.accepted_length)
 
     @server.feature("opportune/didRejectCompletion")
-    def did_reject(ls: OpportuneServer, params: Any) -> None:
+    def did_reject(ls: OpportuneServer, params: protocol.DidRejectCompletionParams) -> None:
         if ls.engine:
-            ls.engine.did_reject(str(_field(params, "id", "")), str(_field(params, "reason", "dismissed")))
+            ls.engine.did_reject(params.id, params.reason)
 
     @server.feature("opportune/status")
-    def status(ls: OpportuneServer, params: Any) -> dict[str, Any]:
+    def status(ls: OpportuneServer, params: protocol.StatusParams) -> dict[str, Any]:
         engine = ls.engine
         if engine is None:
-            return {
-                "enabled": False,
-                "experiment": "",
-                "arm": "",
-                "model": "",
-                "lastLatencyMs": None,
-                "busy": False,
-            }
-        config = engine.config
-        return {
-            "enabled": config.settings.completion.enabled,
-            "experiment": config.experiment,
-            "arm": config.arm,
-            "model": engine.model_id,
-            "lastLatencyMs": engine.last_latency_ms,
-            "busy": engine.busy,
-        }
+            result = protocol.StatusResult(
+                enabled=False, experiment="", arm="", model="", last_latency_ms=None, busy=False
+            )
+        else:
+            config = engine.config
+            result = protocol.StatusResult(
+                enabled=config.settings.completion.enabled,
+                experiment=config.experiment,
+                arm=config.arm,
+                model=engine.model_id,
+                last_latency_ms=engine.last_latency_ms,
+                busy=engine.busy,
+            )
+        return unstructure(result)
 
     @server.feature("opportune/setEnabled")
-    def set_enabled(ls: OpportuneServer, params: Any) -> dict[str, Any]:
-        enabled = _field(params, "enabled", True)
-        if not isinstance(enabled, bool):
-            raise JsonRpcInvalidParams(f"enabled: expected true or false, got {enabled!r}")
+    def set_enabled(ls: OpportuneServer, params: protocol.SetEnabledParams) -> dict[str, Any]:
         if ls.session is not None:
-            ls.session.set_enabled(enabled)
-        return {"enabled": enabled}
+            ls.session.set_enabled(params.enabled)
+        return unstructure(protocol.SetEnabledResult(enabled=params.enabled))
 
     @server.feature("opportune/report")
-    async def report(ls: OpportuneServer, params: Any) -> dict[str, Any]:
+    async def report(ls: OpportuneServer, params: protocol.ReportParams) -> dict[str, Any]:
         from opportune.server.reporting import session_report
-        from opportune.telemetry.cpo import parse_since
 
         session = ls.session
         if session is None:
-            return {"text": "Opportune is not initialized.", "data": {}}
-        since = str(_field(params, "since", "1d") or "1d")
+            return unstructure(protocol.ReportResult(text="Opportune is not initialized.", data={}))
+        # Reading a large store takes seconds, and the analysis modules load on the first report: both
+        # off the event loop, so completions keep flowing.
         try:
-            parse_since(since)
-        except ValueError as e:
+            result = await asyncio.get_running_loop().run_in_executor(
+                None, session_report, session, params.since or "1d"
+            )
+        except (ValueError, OverflowError) as e:  # a bad "since", or one outside the calendar
             raise JsonRpcInvalidParams(str(e)) from e
-        # Reading a large store takes seconds: off the event loop, so completions keep flowing.
-        try:
-            return await asyncio.get_running_loop().run_in_executor(None, session_report, session, since)
-        except (ValueError, OverflowError) as e:  # a "since" that parses but lies outside the calendar
-            raise JsonRpcInvalidParams(str(e)) from e
+        return unstructure(result)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(

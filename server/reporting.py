@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from opportune.server.protocol import ReportResult
 from opportune.server.session import Session
 
 
@@ -15,7 +15,8 @@ def store_report(paths: list[Path], since: str | None = None) -> str:
     return report.render_text(paths, since=since)
 
 
-def session_report(session: Session, since: str) -> dict[str, Any]:
+def session_report(session: Session, since: str) -> ReportResult:
+    """The ``opportune/report`` answer; ValueError for a bad ``since``."""
     from opportune.telemetry import report
 
     session.store.flush()
@@ -26,4 +27,4 @@ def session_report(session: Session, since: str) -> dict[str, Any]:
 
         paths = [default_db_path()]
     data = report.load_report(paths, since=since)  # read the store once for both forms
-    return {"text": report.render(data), "data": data}
+    return ReportResult(text=report.render(data), data=data)

@@ -31,7 +31,7 @@ from opportune.server.config import (
     with_arm,
 )
 from opportune.telemetry import events as ev
-from opportune.telemetry.experiments import assign_arm, settings_digest
+from opportune.telemetry.assignment import assign_arm, settings_digest
 from opportune.telemetry.store import EventStore, NullStore, default_db_path
 
 log = logging.getLogger(__name__)

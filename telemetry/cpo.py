@@ -272,12 +272,6 @@ class GroupSummary:
         return out
 
 
-def percentile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
-    arr = np.asarray(values, dtype=float)
-    arr = arr[~np.isnan(arr)]
-    return float(np.percentile(arr, q)) if arr.size else None
-
-
 def returned_latencies(responses: pd.DataFrame) -> pd.Series:
     """``latency_total_ms`` of the responses that returned a suggestion."""
     return responses.loc[responses["loss_reason"].isna(), "latency_total_ms"]

@@ -1,13 +1,7 @@
-"""Experiments: deterministic assignment of installs to arms, and the per-arm analysis of CPO.
+"""Experiments: the per-arm analysis of CPO.
 
-Assignment (``assign_arm``).  Each arm gets a stable hash of ``experiment:install_id:arm`` (sha256) in
-(0, 1), turned into an exponential race: score = -ln(u) / weight, and the lowest score wins (weighted
-rendezvous hashing).  An arm wins with probability weight / sum of weights, the same install always
-lands in the same arm, in any process, and changing one arm's weight moves installs only into or out
-of that arm -- exactly the share that changed -- never between two arms whose weights stayed.  Adding an
-arm takes installs only into it; removing one moves only its own installs.  (Laying arms out on [0, 1)
-by cumulative weight does not have this property beyond two arms: changing the first arm's weight
-shifts every later boundary and reshuffles installs between unrelated arms.)
+Assignment (``assign_arm``, ``settings_digest``) lives in ``opportune.telemetry.assignment``, which the
+language server imports at start without this module's pandas and scipy.
 
 Analysis (``analyse``).  The randomisation unit is the install, so every interval is computed per unit:
 each install's numerator and denominator are summed, and a metric is the ratio of the means over the
@@ -27,7 +21,6 @@ Verdicts on CPO, per treatment arm: "ship" (significantly higher, no guardrail b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -37,8 +30,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from opportune.telemetry.cpo import METRICS, Funnel, funnel_counts, percentile, returned_latencies
+from opportune.telemetry.assignment import validate_arms
+from opportune.telemetry.cpo import METRICS, Funnel, funnel_counts, returned_latencies
 from opportune.telemetry.frames import EventFrames, json_safe
+from opportune.telemetry.numbers import percentile
 
 SRM_ALPHA = 0.001
 
@@ -47,54 +42,6 @@ Verdict = Literal["control", "ship", "harm", "no difference yet", "invalid: samp
 
 class AnalysisError(ValueError):
     """The analysis cannot run on these events (no such experiment, unknown control arm...)."""
-
-
-# --- assignment ----------------------------------------------------------------------------------------
-
-
-def stable_unit(text: str) -> float:
-    """A number in (0, 1) from sha256 of ``text``: the same in every process and on every machine."""
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    # 53 bits fill a double exactly; +0.5 keeps the value strictly inside (0, 1) so its log is finite.
-    return ((int.from_bytes(digest[:8], "big") >> 11) + 0.5) / float(1 << 53)
-
-
-def _validate_arms(arms: Sequence[tuple[str, float]]) -> None:
-    if not arms:
-        raise ValueError("an experiment needs at least one arm")
-    names = [name for name, _ in arms]
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate arm names in {names}")
-    for name, weight in arms:
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"arm {name!r}: weight must be a finite number >= 0, not {weight}")
-    if not any(weight > 0 for _, weight in arms):
-        raise ValueError("at least one arm needs a positive weight")
-
-
-def assign_arm(experiment: str, install_id: str, arms: Sequence[tuple[str, float]]) -> str:
-    """The arm of ``install_id`` in ``experiment``: stable, with probability proportional to weight.
-
-    ``arms`` are (name, weight) pairs; weights need not sum to 1; an arm of weight 0 gets no one.
-    """
-    _validate_arms(arms)
-    best_name = ""
-    best_score = math.inf
-    for name, weight in arms:
-        if weight <= 0:
-            continue
-        # An Exp(weight) variable from a uniform one: the minimum of such draws falls on arm i with
-        # probability w_i / sum(w).  Only this arm's score depends on its weight, hence the stability.
-        score = -math.log(stable_unit(f"{experiment}:{install_id}:{name}")) / weight
-        if score < best_score:
-            best_name, best_score = name, score
-    return best_name
-
-
-def settings_digest(settings: Mapping[str, Any]) -> str:
-    """A short digest (12 hex characters of sha256) of settings, as canonical JSON (sorted keys)."""
-    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 
 
 # --- results -------------------------------------------------------------------------------------------
@@ -338,7 +285,7 @@ def analyse_units(
     units = units.assign(arm=units["arm"].astype(str), install_id=units["install_id"].astype(str))
     observed = sorted(units["arm"].unique())
     if weights is not None:
-        _validate_arms(list(weights.items()))
+        validate_arms(list(weights.items()))
     control = control if control is not None else _default_control(observed, weights)
     if control not in observed:
         raise AnalysisError(

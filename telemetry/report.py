@@ -24,6 +24,16 @@ from typing import Any, TextIO
 from opportune.telemetry.cpo import METRICS, parse_since, summarise
 from opportune.telemetry.experiments import ExperimentAnalysis, analyse
 from opportune.telemetry.frames import EventFrames, json_safe
+from opportune.telemetry.numbers import (
+    DASH,
+    fmt_count,
+    fmt_metric,
+    fmt_ms,
+    fmt_p,
+    fmt_relative,
+    fmt_share,
+    p_clause,
+)
 from opportune.telemetry.store import StoreError, open_events, store_paths
 
 BY_CHOICES = ("language", "arm", "model", "install", "day")
@@ -190,36 +200,6 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: s
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
-def _count(value: Any) -> str:
-    return f"{int(value):,}"
-
-
-def _metric(name: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    if name.endswith("_rate"):
-        return f"{value:.1%}"
-    if name == "cpo":
-        return f"{value:.3f}"
-    return f"{value:.2f}"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
-def _pct(value: float | None, signed: bool = True) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.1%}" if signed else f"{value:.1%}"
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
-
-
 def render(report: Mapping[str, Any]) -> str:
     """The text for people of a report made by ``build_report``."""
     stores = report["stores"]
@@ -248,7 +228,7 @@ def render_summary(groups: Sequence[Mapping[str, Any]], by: str | None = None) -
         [
             name(g),
             *(
-                _count(g["funnel"][k])
+                fmt_count(g["funnel"][k])
                 for k in (
                     "opportunities",
                     "attempts",
@@ -272,9 +252,9 @@ def render_summary(groups: Sequence[Mapping[str, Any]], by: str | None = None) -
     factor_rows = [
         [
             name(g),
-            *(_metric(m, g["factors"][m]) for m in METRICS),
-            _ms(g["latency_p50_ms"]),
-            _ms(g["latency_p95_ms"]),
+            *(fmt_metric(m, g["factors"][m]) for m in METRICS),
+            fmt_ms(g["latency_p50_ms"]),
+            fmt_ms(g["latency_p95_ms"]),
         ]
         for g in groups
     ]
@@ -287,8 +267,8 @@ def render_summary(groups: Sequence[Mapping[str, Any]], by: str | None = None) -
         )
     )
     for title, key, fmt in (
-        ("Losses: attempts that showed nothing, by reason", "loss_reasons", _count),
-        ("Skipped by trigger rules", "skip_rules", _count),
+        ("Losses: attempts that showed nothing, by reason", "loss_reasons", fmt_count),
+        ("Skipped by trigger rules", "skip_rules", fmt_count),
         ("Median time per stage (ms)", "stage_medians_ms", lambda v: f"{v:.1f}"),
     ):
         block = _breakdown(groups, key, name, label, fmt)
@@ -309,22 +289,24 @@ def _breakdown(
         columns.extend(c for c in g[key] if c not in columns)
     if not columns:
         return ""
-    rows = [[name(g), *(fmt(g[key][c]) if c in g[key] else "-" for c in columns)] for g in groups]
+    rows = [[name(g), *(fmt(g[key][c]) if c in g[key] else DASH for c in columns)] for g in groups]
     return format_table([label, *columns], rows, "l" + "r" * len(columns))
 
 
 def _estimate(name: str, e: Mapping[str, Any]) -> str:
     if e["value"] is None:
-        return "-"
+        return DASH
     if e["ci_low"] is None:
-        return _metric(name, e["value"])
-    return f"{_metric(name, e['value'])} [{_metric(name, e['ci_low'])}, {_metric(name, e['ci_high'])}]"
+        return fmt_metric(name, e["value"])
+    return (
+        f"{fmt_metric(name, e['value'])} [{fmt_metric(name, e['ci_low'])}, {fmt_metric(name, e['ci_high'])}]"
+    )
 
 
 def _lift(c: Mapping[str, Any] | None) -> str:
     if not c or c["relative"] is None:
-        return "-"
-    return f"{_pct(c['relative'])} [{_pct(c['relative_ci_low'])}, {_pct(c['relative_ci_high'])}]"
+        return DASH
+    return f"{fmt_relative(c['relative'])} [{fmt_relative(c['relative_ci_low'])}, {fmt_relative(c['relative_ci_high'])}]"
 
 
 def render_experiment(analysis: Mapping[str, Any] | ExperimentAnalysis) -> str:
@@ -340,14 +322,14 @@ def render_experiment(analysis: Mapping[str, Any] | ExperimentAnalysis) -> str:
     ]
     srm_total = max(sum(srm["units"].values()), 1)
     shares = ", ".join(
-        f"{arm} {n:,} ({n / srm_total:.1%}, expected {srm['expected_share'][arm]:.1%})"
+        f"{arm} {n:,} ({fmt_share(n / srm_total)}, expected {fmt_share(srm['expected_share'][arm])})"
         for arm, n in srm["units"].items()
     )
     if srm["p_value"] is None:
         lines.append(f"Sample ratio: {shares}; not enough data to test")
     else:
         state = "ALARM: sample ratio mismatch" if srm["alarm"] else "ok"
-        lines.append(f"Sample ratio: {shares}; chi2 {srm['chi2']:.2f}, p = {_p(srm['p_value'])}: {state}")
+        lines.append(f"Sample ratio: {shares}; chi2 {srm['chi2']:.2f}, {p_clause(srm['p_value'])}: {state}")
 
     rows = []
     for arm in arms:
@@ -355,11 +337,11 @@ def render_experiment(analysis: Mapping[str, Any] | ExperimentAnalysis) -> str:
         rows.append(
             [
                 arm["arm"],
-                _count(arm["units"]),
-                _count(arm["funnel"]["opportunities"]),
+                fmt_count(arm["units"]),
+                fmt_count(arm["funnel"]["opportunities"]),
                 _estimate("cpo", arm["metrics"]["cpo"]),
                 _lift(cpo),
-                _p(cpo["p_adjusted"]) if cpo else "-",
+                fmt_p(cpo["p_adjusted"]) if cpo else DASH,
                 arm["verdict"],
             ]
         )
@@ -392,8 +374,8 @@ def render_experiment(analysis: Mapping[str, Any] | ExperimentAnalysis) -> str:
                     arm["arm"],
                     _estimate(metric, arm["metrics"][metric]),
                     _lift(comparison),
-                    _p(comparison["p_adjusted"]) if comparison else "-",
-                    "-" if log_lift is None else f"{log_lift:+.3f}",
+                    fmt_p(comparison["p_adjusted"]) if comparison else DASH,
+                    DASH if log_lift is None else f"{log_lift:+.3f}",
                 ]
             )
     lines += [
@@ -409,10 +391,10 @@ def render_experiment(analysis: Mapping[str, Any] | ExperimentAnalysis) -> str:
     guard_rows = [
         [
             arm["arm"],
-            _ms(arm["latency_p50_ms"]),
-            _ms(arm["latency_p95_ms"]),
+            fmt_ms(arm["latency_p50_ms"]),
+            fmt_ms(arm["latency_p95_ms"]),
             _estimate("error_rate", arm["error_rate"]),
-            "; ".join(arm["guardrail_breaches"]) or ("-" if arm["arm"] == control else "ok"),
+            "; ".join(arm["guardrail_breaches"]) or (DASH if arm["arm"] == control else "ok"),
         ]
         for arm in arms
     ]

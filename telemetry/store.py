@@ -2,8 +2,7 @@
 
 Writing.  ``EventStore.record`` only appends the event to an in-memory buffer under a lock, so the
 completion path never waits on the disk.  A background thread flushes the buffer every
-``flush_interval_s`` in one transaction (``BEGIN IMMEDIATE``), through sqlite-utils, one table per event
-kind (named after ``Event.kind``; columns as in ``opportune.telemetry.schema``).  The file is in WAL mode with
+``flush_interval_s`` in one transaction (``BEGIN IMMEDIATE``), one table per event kind (named after ``Event.kind``; columns as in ``opportune.telemetry.schema``).  The file is in WAL mode with
 ``synchronous=NORMAL``: a committed batch survives the process being killed; only a power cut or an OS
 crash can lose the last commits.  A write that fails (locked database, disk full, read-only file,
 corrupt file) is logged, the batch goes back to the buffer, and the next interval retries it; the
@@ -21,8 +20,11 @@ reaches the file.  Events carry no file paths (documents are identified by a sal
 
 Schema versions.  The ``schema_version`` table lists the migrations applied; ``MIGRATIONS`` holds them
 in order and a store is brought up to date when it is opened for writing.  A field added to an event
-later needs no migration to be written (``alter=True`` adds the column) but should get one if old rows
-need a value other than NULL.
+later needs no migration to be written (the writer adds a missing column, or creates the table of a new
+kind) but should get one if old rows need a value other than NULL.
+
+The standard library's ``sqlite3`` does the writing: sqlite-utils imported pandas whenever it was
+installed, and the language server, which records events from its first keystroke, must start without it.
 
 Reading.  ``open_events(paths)`` opens each file read-only (``mode=ro``), loads every event table
 (a missing table is an empty one), and merges the stores, keeping each ``event_id`` once, so that the
@@ -42,10 +44,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import platformdirs
-from sqlite_utils import Database
 
 from opportune.telemetry.events import EVENT_TYPES, Event
-from opportune.telemetry.schema import KINDS, column_names, columns_of, event_to_row
+from opportune.telemetry.schema import COLUMNS, KINDS, Column, column_names, event_to_row
 
 if TYPE_CHECKING:
     from opportune.telemetry.frames import EventFrames
@@ -89,20 +90,31 @@ def default_db_path() -> Path:
 # --- schema migrations ---------------------------------------------------------------------------------
 
 
-def _migration_1_event_tables(db: Database) -> None:
+# The column types sqlite-utils gave these tables, kept so that old and new files look alike.
+_SQL_TYPES: dict[type, str] = {str: "TEXT", int: "INTEGER", float: "FLOAT"}
+
+
+def _column_sql(column: Column) -> str:
+    return f'"{column.name}" {_SQL_TYPES[column.sql_type]}'
+
+
+def create_event_table(conn: sqlite3.Connection, kind: str) -> None:
+    """The table of event ``kind`` (keyed by event_id, indexed by ts), unless it exists."""
+    columns = ", ".join(
+        _column_sql(c) + (" PRIMARY KEY" if c.name == "event_id" else "") for c in COLUMNS[kind]
+    )
+    conn.execute(f'CREATE TABLE IF NOT EXISTS "{kind}" ({columns})')
+    conn.execute(f'CREATE INDEX IF NOT EXISTS "idx_{kind}_ts" ON "{kind}" ("ts")')
+
+
+def _migration_1_event_tables(conn: sqlite3.Connection) -> None:
     """One table per event kind, keyed by event_id (so a retried batch cannot duplicate rows)."""
     for cls in EVENT_TYPES:
-        table = db.table(cls.kind)
-        table.create(
-            {c.name: c.sql_type for c in columns_of(cls)},
-            pk="event_id",
-            if_not_exists=True,
-        )
-        table.create_index(["ts"], if_not_exists=True)
+        create_event_table(conn, cls.kind)
 
 
 # MIGRATIONS[i] brings a store from version i to version i + 1.  Append, never edit.
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_migration_1_event_tables,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1_event_tables,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -117,9 +129,8 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-def migrate(db: Database) -> int:
+def migrate(conn: sqlite3.Connection) -> int:
     """Apply the migrations a store lacks, in one immediate transaction; return the resulting version."""
-    conn = db.conn
     # IMMEDIATE takes the write lock before reading the version, so two processes opening the same
     # new file cannot both apply migration 1.
     conn.execute("BEGIN IMMEDIATE")
@@ -130,7 +141,7 @@ def migrate(db: Database) -> int:
         )
         current = schema_version(conn)
         for version in range(current + 1, SCHEMA_VERSION + 1):
-            MIGRATIONS[version - 1](db)
+            MIGRATIONS[version - 1](conn)
             conn.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, time.time())
             )
@@ -172,7 +183,8 @@ class EventStore:
         self._buffer: deque[Event] = deque()
         self._lock = threading.Lock()  # guards the buffer and the counters; held for microseconds
         self._write_lock = threading.Lock()  # one batch at a time on the connection
-        self._db: Database | None = None
+        self._db: sqlite3.Connection | None = None
+        self._tables: dict[str, set[str]] = {}  # kind -> its columns, as checked on this connection
         self._written = 0
         self._dropped = 0
         self._dropping = False  # in a run of drops (warned once); reset by a successful flush
@@ -294,47 +306,70 @@ class EventStore:
         # A fresh connection next time: the file may have been replaced, repaired or unlocked.
         self._disconnect()
 
-    def _connect(self) -> Database:
+    def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # check_same_thread=False: flush() runs on the writer thread and on the caller's thread
-            # (close, explicit flush); _write_lock serialises them.
-            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            # (close, explicit flush); _write_lock serialises them.  isolation_level=None: transactions
+            # are begun here, explicitly.
+            conn = sqlite3.connect(
+                str(self.path), timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
+            )
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-                db = Database(conn, execute_plugins=False, recursive_triggers=False)
-                migrate(db)
+                migrate(conn)
             except BaseException:
                 conn.close()
                 raise
-            self._db = db
+            self._db = conn
+            self._tables = {}
         return self._db
 
     def _disconnect(self) -> None:
         if self._db is not None:
             try:
-                self._db.conn.close()
+                self._db.close()
             except sqlite3.Error:
                 logger.debug("closing the telemetry store failed", exc_info=True)
             self._db = None
+
+    def _ensure_columns(self, conn: sqlite3.Connection, kind: str, names: Iterable[str]) -> None:
+        """The table of ``kind`` exists with every column in ``names`` (a kind or field newer than the file)."""
+        present = self._tables.get(kind)
+        if present is None:
+            create_event_table(conn, kind)
+            present = self._tables[kind] = {row[1] for row in conn.execute(f'PRAGMA table_info("{kind}")')}
+        types = {c.name: c for c in COLUMNS[kind]}
+        for name in names:
+            if name not in present:
+                conn.execute(f'ALTER TABLE "{kind}" ADD COLUMN {_column_sql(types[name])}')
+                present.add(name)
 
     def _write(self, batch: list[Event]) -> None:
         rows_by_kind: dict[str, list[dict[str, Any]]] = {}
         for event in batch:
             rows_by_kind.setdefault(event.kind, []).append(event_to_row(event, store_text=self.store_text))
-        db = self._connect()
-        conn = db.conn
+        conn = self._connect()
         # IMMEDIATE: take the write lock up front, so a concurrent writer makes us wait (busy timeout)
         # rather than fail half-way through with a stale snapshot.
         conn.execute("BEGIN IMMEDIATE")
         try:
             for kind, rows in rows_by_kind.items():
-                # ignore=True: event_id is the primary key, so re-writing a batch is harmless.
-                db.table(kind).insert_all(rows, pk="event_id", ignore=True, alter=True)
-            conn.commit()
+                names = list(rows[0])  # every row of a kind has the same keys (schema.event_to_row)
+                self._ensure_columns(conn, kind, names)
+                # OR IGNORE: event_id is the primary key, so re-writing a batch is harmless.
+                conn.executemany(
+                    'INSERT OR IGNORE INTO "{}" ({}) VALUES ({})'.format(
+                        kind, ", ".join(f'"{n}"' for n in names), ", ".join("?" * len(names))
+                    ),
+                    [tuple(row[n] for n in names) for row in rows],
+                )
+            conn.execute("COMMIT")
         except BaseException:
-            conn.rollback()
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._tables = {}  # an ALTER rolled back with the batch: look again next time
             raise
 
 

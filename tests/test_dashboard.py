@@ -28,10 +28,10 @@ import pytest
 from opportune.telemetry.cpo import funnel_counts
 from opportune.telemetry.dashboard import app as dashboard_app
 from opportune.telemetry.dashboard.data import Choices, Query, QueryError, parse_query
-from opportune.telemetry.dashboard.page import fmt_metric
 from opportune.telemetry.dashboard.web import DashboardServer
 from opportune.telemetry.experiments import analyse
 from opportune.telemetry.frames import EventFrames
+from opportune.telemetry.numbers import fmt_metric
 from opportune.telemetry.simulate import ArmTruth, simulate_units, units_to_frames
 from opportune.telemetry.store import EventStore, open_events
 

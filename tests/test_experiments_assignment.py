@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from opportune.telemetry.experiments import assign_arm, settings_digest, stable_unit
+from opportune.telemetry.assignment import assign_arm, settings_digest, stable_unit
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = [("control", 1.0), ("short-context", 2.0), ("long-context", 7.0)]
@@ -21,7 +21,7 @@ def test_stable_across_processes() -> None:
     here = [assign_arm("ctx-size", i, ARMS) for i in ids]
     code = (
         "import json, sys\n"
-        "from opportune.telemetry.experiments import assign_arm\n"
+        "from opportune.telemetry.assignment import assign_arm\n"
         f"arms = {ARMS!r}\n"
         "ids = json.load(sys.stdin)\n"
         "print(json.dumps([assign_arm('ctx-size', i, arms) for i in ids]))\n"

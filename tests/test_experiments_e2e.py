@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from lsp_client import TypedDocument, lsp_session
 
-from opportune.telemetry.experiments import assign_arm
+from opportune.telemetry.assignment import assign_arm
 
 pytestmark = pytest.mark.e2e
 

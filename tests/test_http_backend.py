@@ -282,7 +282,8 @@ async def test_ab_experiment_embedded_against_remote_from_two_merged_stores(
     """Arm "embedded" runs the local GGUF, arm "remote" the same model behind the OpenAI-compatible server;
     two installs (one per arm) each write their own store; the stores merged give one experiment."""
     from opportune.server.session import start_session
-    from opportune.telemetry.experiments import analyse, assign_arm
+    from opportune.telemetry.assignment import assign_arm
+    from opportune.telemetry.experiments import analyse
     from opportune.telemetry.report import render_text
     from opportune.telemetry.store import open_events
 

@@ -32,6 +32,7 @@ from opportune.server.eval.stats import (
 )
 from opportune.server.eval.tasks import KINDS
 from opportune.telemetry.cpo import CPO_RATIO, FACTORS, Funnel
+from opportune.telemetry.numbers import percentile
 
 FUNNEL_METRICS: dict[str, tuple[str, str]] = {**FACTORS, "cpo": CPO_RATIO}
 FUNNEL_LABELS = {
@@ -165,10 +166,6 @@ def typing_differences(base: ConfigResult, other: ConfigResult, seed: int) -> di
     return out
 
 
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if len(values) else None
-
-
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -213,7 +210,7 @@ def render_markdown(results: Sequence[ConfigResult], info: RunInfo) -> str:
             row += [format_interval(d[m]) for d in qdiffs]
             rows.append(row)
         latency = ["latency to full answer p50 (ms)"]
-        latency += [_fmt(_percentile([t.latency_ms for t in r.tasks], 50), 0) for r in results]
+        latency += [_fmt(percentile([t.latency_ms for t in r.tasks], 50), 0) for r in results]
         rows.append(latency + ["" for _ in others])
         out += _table(["metric", *names, *diff_headers], rows)
 
@@ -246,7 +243,7 @@ def render_markdown(results: Sequence[ConfigResult], info: RunInfo) -> str:
             rows.append(row)
         for q in (50, 95):
             row = [f"latency to ghost text p{q} (ms)"]
-            row += [_fmt(_percentile(r.typing_latencies_ms, q), 0) for r in results]
+            row += [_fmt(percentile(r.typing_latencies_ms, q), 0) for r in results]
             rows.append(row + ["" for _ in others])
         out += _table(["", *names, *diff_headers], rows)
         losses = []
@@ -367,8 +364,8 @@ def results_json(results: Sequence[ConfigResult], info: RunInfo) -> dict[str, An
                     {"span": s.span_id, "chars": s.chars, "unit": s.unit, **asdict(s.funnel)} for s in r.spans
                 ],
                 "typing_latency_ms": {
-                    "p50": _percentile(r.typing_latencies_ms, 50),
-                    "p95": _percentile(r.typing_latencies_ms, 95),
+                    "p50": percentile(r.typing_latencies_ms, 50),
+                    "p95": percentile(r.typing_latencies_ms, 95),
                 },
                 "tests": _tests_json(r, info),
                 "problems": r.problems,

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from opportune.telemetry.cpo import COUNT_COLUMNS, Funnel, funnel_counts, percentile
+from opportune.telemetry.cpo import COUNT_COLUMNS, Funnel, funnel_counts
 from opportune.telemetry.experiments import (
     AnalysisError,
     Estimate,
@@ -34,6 +34,7 @@ from opportune.telemetry.experiments import (
     ratio_of_means,
 )
 from opportune.telemetry.frames import EventFrames
+from opportune.telemetry.numbers import percentile
 from opportune.telemetry.store import open_events
 
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval

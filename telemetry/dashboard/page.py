@@ -17,6 +17,7 @@ from opportune.telemetry.cpo import FACTORS, METRICS
 from opportune.telemetry.dashboard import svg
 from opportune.telemetry.dashboard.data import ArmView, Cell, Message, View, finite, format_day
 from opportune.telemetry.experiments import ArmResult, Comparison, Estimate, ExperimentAnalysis
+from opportune.telemetry.numbers import DASH, fmt_metric, fmt_ms, fmt_relative, fmt_share, p_clause
 
 TITLE = "Opportune · CPO dashboard"
 # No scripts at all; styles and images only from the document itself.
@@ -136,39 +137,10 @@ footer { color: var(--muted); font-size: 12px; margin-top: 22px; }
 # --- formatting ----------------------------------------------------------------------------------------
 
 
-def fmt_metric(name: str, value: float | None, *, unit: bool = True) -> str:
-    """A metric value with its unit: rates as percentages, CPO in characters per opportunity."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    if name.endswith("_rate"):
-        return f"{value:.1%}"
-    if name == "cpo":
-        return f"{value:.2f}" + (" chars/opp" if unit else "")
-    if name == "tokens_per_accept":
-        return f"{value:.2f}" + (" tok" if unit else "")
-    if name == "chars_per_token":
-        return f"{value:.2f}" + (" ch/tok" if unit else "")
-    return f"{value:.3g}"
-
-
 def fmt_axis(name: str) -> Callable[[float], str]:
     if name.endswith("_rate"):
         return lambda v: f"{v:.0%}" if v >= 0.1 or v == 0 else f"{v:.1%}"
     return lambda v: f"{v:g}"
-
-
-def fmt_relative(value: float | None) -> str:
-    return "–" if value is None else f"{value:+.1%}"
-
-
-def fmt_p(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def fmt_ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:,.0f} ms"
 
 
 def interval_text(name: str, e: Estimate) -> str:
@@ -322,7 +294,7 @@ def _verdict(view: View) -> Element | None:
         row.append(name)
         detail = f"vs {a.control}: CPO {lift_text(cpo) or 'not comparable'}"
         if cpo is not None and cpo.p_adjusted is not None:
-            detail += f", p {fmt_p(cpo.p_adjusted)}{' (Holm)' if a.correction else ''}"
+            detail += f", {p_clause(cpo.p_adjusted)}{' (Holm)' if a.correction else ''}"
         row.append(_e("span", detail))
         rows.append(row)
         for breach in arm.guardrail_breaches:
@@ -342,12 +314,12 @@ def _verdict(view: View) -> Element | None:
     elif srm.alarm:
         status = _e("b", "Sample ratio MISMATCH", class_="alarm")
         status.tail = (
-            f" — {shares}; χ² p = {fmt_p(srm.p_value)} < {srm.threshold}: assignment or logging is broken, "
+            f" — {shares}; χ² {p_clause(srm.p_value)} < {srm.threshold}: assignment or logging is broken, "
             "do not trust the comparison"
         )
     else:
         status = _e("b", "Sample ratio OK", class_="ok")
-        status.tail = f" — {shares}; χ² p = {fmt_p(srm.p_value)}"
+        status.tail = f" — {shares}; χ² {p_clause(srm.p_value)}"
     srm_line.append(status)
     head = _e(
         "div",
@@ -395,8 +367,11 @@ def _kpi(arm: ArmView, result: ArmResult | None, span: int, budget_ms: float) ->
         ("installs", f"{arm.installs:,}"),
         ("opportunities", f"{f.opportunities:,}"),
         ("accepted chars", f"{f.accepted_chars:,}"),
-        ("latency p50 / p95", f"{fmt_ms(arm.latency_p50_ms)} / {fmt_ms(arm.latency_p95_ms)}"),
-        (f"over {budget_ms:.0f} ms", "–" if arm.over_budget is None else f"{arm.over_budget:.1%}"),
+        (
+            "latency p50 / p95",
+            f"{fmt_ms(arm.latency_p50_ms, unit=True)} / {fmt_ms(arm.latency_p95_ms, unit=True)}",
+        ),
+        (f"over {budget_ms:.0f} ms", fmt_share(arm.over_budget)),
     ]
     dl = _e("dl", None)
     for term, value in facts:
@@ -434,7 +409,7 @@ def _daily_chart(view: View) -> Element:
                     low=finite(e.ci_low),
                     high=finite(e.ci_high),
                     tooltip=(
-                        f"{c.key} · {arm.label}: CPO {fmt_metric('cpo', e.value)} {interval_text('cpo', e)} · "
+                        f"{c.key} · {arm.label}: CPO {fmt_metric('cpo', e.value, unit=True)} {interval_text('cpo', e)} · "
                         f"{c.installs:,} installs · {c.opportunities:,} opportunities · {c.accepted_chars:,} chars"
                     ),
                 )
@@ -469,7 +444,7 @@ def _funnel_chart(view: View, *, wide: bool) -> Element:
                     colour=arm.colour,
                     value=share,
                     label=f"{share:.0%}" if share >= 0.1 else f"{share:.1%}",
-                    tooltip=f"{arm.label} · {title}: {count:,} ({share:.1%} of opportunities)",
+                    tooltip=f"{arm.label} · {title}: {count:,} ({fmt_share(share)} of opportunities)",
                 )
             )
         groups.append((title, bars))
@@ -496,7 +471,7 @@ def _factor_panels(view: View) -> Element:
             comparison = result.comparisons.get(name) if result is not None else None
             note, note_colour = "", svg.MUTED
             if comparison is not None and comparison.relative is not None:
-                note = f"{fmt_relative(comparison.relative)} · p {fmt_p(comparison.p_adjusted)}"
+                note = f"{fmt_relative(comparison.relative)} · {p_clause(comparison.p_adjusted)}"
                 if comparison.significant:
                     note_colour = svg.BETTER if comparison.relative > 0 else svg.WORSE
             elif (
@@ -506,9 +481,9 @@ def _factor_panels(view: View) -> Element:
                 and len(view.arms) > 1
             ):
                 note = "control"
-            tooltip = f"{arm.label} · {METRIC_TITLES[name]}: {fmt_metric(name, estimate.value)} {interval_text(name, estimate)}"
+            tooltip = f"{arm.label} · {METRIC_TITLES[name]}: {fmt_metric(name, estimate.value, unit=True)} {interval_text(name, estimate)}"
             if comparison is not None and comparison.relative is not None:
-                tooltip += f" · vs control {lift_text(comparison)}, p {fmt_p(comparison.p_adjusted)}"
+                tooltip += f" · vs control {lift_text(comparison)}, {p_clause(comparison.p_adjusted)}"
             rows.append(
                 svg.Interval(
                     series=arm.label,
@@ -516,7 +491,7 @@ def _factor_panels(view: View) -> Element:
                     value=finite(estimate.value),
                     low=finite(estimate.ci_low),
                     high=finite(estimate.ci_high),
-                    value_label=fmt_metric(name, estimate.value),
+                    value_label=fmt_metric(name, estimate.value, unit=True),
                     note=note,
                     note_colour=note_colour,
                     tooltip=tooltip,
@@ -559,9 +534,9 @@ def _waterfalls(view: View) -> list[Element]:
                     significant=bool(c and c.significant),
                     note=(f"{fmt_relative(math.expm1(lift))}" + (" *" if c and c.significant else ""))
                     if lift is not None
-                    else "–",
+                    else DASH,
                     tooltip=f"{arm.arm} vs {a.control} · {METRIC_TITLES[name]}: {lift_text(c) or 'undefined'}"
-                    + (f", p {fmt_p(c.p_adjusted)}" if c and c.p_adjusted is not None else ""),
+                    + (f", {p_clause(c.p_adjusted)}" if c and c.p_adjusted is not None else ""),
                 )
             )
         c = arm.comparisons.get("cpo")
@@ -575,9 +550,9 @@ def _waterfalls(view: View) -> list[Element]:
             significant=bool(c and c.significant),
             note=(f"{fmt_relative(math.expm1(lift))}" + (" *" if c and c.significant else ""))
             if lift is not None
-            else "–",
+            else DASH,
             tooltip=f"{arm.arm} vs {a.control} · CPO: {lift_text(c) or 'undefined'}"
-            + (f", p {fmt_p(c.p_adjusted)}" if c and c.p_adjusted is not None else ""),
+            + (f", {p_clause(c.p_adjusted)}" if c and c.p_adjusted is not None else ""),
         )
         chart = svg.waterfall(
             steps,
@@ -650,7 +625,7 @@ def _losses_table(view: View) -> Element:
         for arm in view.arms:
             total = sum(arm.attempt_fates.values())
             count = arm.attempt_fates.get(fate, 0)
-            row.append(_e("td", f"{count:,} ({count / total:.1%})" if total else "–"))
+            row.append(_e("td", f"{count:,} ({fmt_share(count / total)})" if total else DASH))
         table.append(row)
     rules = list(dict.fromkeys(r for arm in view.arms for r in arm.skip_rules))
     if rules:
@@ -690,7 +665,7 @@ def _language_chart(view: View) -> Element:
                     high=finite(e.ci_high),
                     label=f"{fmt_metric('cpo', e.value, unit=False)} · {c.opportunities:,} opp",
                     tooltip=(
-                        f"{language or '(unknown)'} · {arm.label}: CPO {fmt_metric('cpo', e.value)} "
+                        f"{language or '(unknown)'} · {arm.label}: CPO {fmt_metric('cpo', e.value, unit=True)} "
                         f"{interval_text('cpo', e)} · {c.installs:,} installs · {c.opportunities:,} opportunities"
                     ),
                 )
@@ -717,17 +692,17 @@ def _numbers_table(view: View) -> Element:
             (
                 METRIC_TITLES[m],
                 lambda a, m=m: (
-                    f"{fmt_metric(m, getattr(a.funnel, m))}"
+                    f"{fmt_metric(m, getattr(a.funnel, m), unit=True)}"
                     + (f"  {interval_text(m, a.cpo)}" if m == "cpo" and interval_text(m, a.cpo) else "")
                 ),
             )
             for m in METRICS
         ),
-        ("latency p50", lambda a: fmt_ms(a.latency_p50_ms)),
-        ("latency p95", lambda a: fmt_ms(a.latency_p95_ms)),
+        ("latency p50", lambda a: fmt_ms(a.latency_p50_ms, unit=True)),
+        ("latency p95", lambda a: fmt_ms(a.latency_p95_ms, unit=True)),
         (
             f"slower than {view.query.budget_ms:.0f} ms",
-            lambda a: "–" if a.over_budget is None else f"{a.over_budget:.1%}",
+            lambda a: fmt_share(a.over_budget),
         ),
     ]
     for label, cell in rows:
@@ -762,7 +737,7 @@ def render_page(view: View, *, interactive: bool = True) -> str:
         "footer",
         "Intervals are 95%, over installs (the randomisation unit), by the delta method. "
         "CPO = accepted characters / opportunities = the product of the five factors. "
-        "Stores: " + (", ".join(view.stores) or "–") + ".",
+        "Stores: " + (", ".join(view.stores) or DASH) + ".",
     )
     if not view.has_data:
         return _document(TITLE, header, _messages(view.messages) or _e("div", "No data."), footer)
@@ -795,7 +770,7 @@ def render_page(view: View, *, interactive: bool = True) -> str:
         line.append(
             _with_tail(
                 _e("b", f"{arm.funnel.accepted_chars:,} accepted chars"),
-                f" = CPO {fmt_metric('cpo', arm.funnel.cpo)} over {arm.funnel.opportunities:,} opportunities",
+                f" = CPO {fmt_metric('cpo', arm.funnel.cpo, unit=True)} over {arm.funnel.opportunities:,} opportunities",
             )
         )
         funnel_note.append(line)

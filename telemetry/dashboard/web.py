@@ -24,7 +24,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from opportune.telemetry.dashboard.app import DEFAULT_HOST, DEFAULT_PORT
 from opportune.telemetry.dashboard.data import (
     Choices,
     Query,
@@ -39,6 +38,7 @@ from opportune.telemetry.store import StoreError
 
 logger = logging.getLogger(__name__)
 
+LOOPBACK = "127.0.0.1"
 _RENDER_CACHE = 32  # pages kept per store state: reloading a view costs nothing
 ALLOWED_METHODS = "GET, HEAD"
 
@@ -227,8 +227,8 @@ class DashboardServer:
         paths: Sequence[Path],
         *,
         base: Query | None = None,
-        host: str = DEFAULT_HOST,
-        port: int = DEFAULT_PORT,
+        host: str = LOOPBACK,
+        port: int = 0,
     ) -> None:
         self.app = DashboardApp(paths, base)
         self._server = _Server((host, port), self.app)

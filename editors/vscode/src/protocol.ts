@@ -1,65 +1,97 @@
 /**
- * The Opportune extensions to LSP, as method names and parameter shapes.
+ * The Opportune extensions to LSP: method names, params and results.
  *
+ * Generated from server/protocol.py by `python scripts/sync_editors.py`: edit that file, not this one.
  * This module imports nothing from `vscode`, so the node tests and the server integration test use the
- * same definitions as the extension. The shapes follow the server's protocol (see editors/vscode/README.md).
+ * same definitions as the extension.
  */
 
-/** The command every completion item carries; running it (VS Code does, on accept) reports acceptance. */
+/**
+ * The command every inline completion item carries, with the completion id as its only argument. A client
+ * that runs it on accept (VS Code does) reports the acceptance with no code of its own.
+ */
 export const ACCEPT_COMMAND = "opportune.accept";
 
 export const Methods = {
   didShowCompletion: "opportune/didShowCompletion",
   didPartiallyAcceptCompletion: "opportune/didPartiallyAcceptCompletion",
   didRejectCompletion: "opportune/didRejectCompletion",
-  report: "opportune/report",
   status: "opportune/status",
   setEnabled: "opportune/setEnabled",
+  report: "opportune/report",
 } as const;
 
-/** Why a suggestion that was on screen went away without being accepted. */
+/** Why a suggestion on screen went away without being accepted. */
 export type RejectReason = "dismissed" | "typed_over" | "superseded" | "other";
 
+/** `opportune/didShowCompletion`: the ghost text became visible. */
 export interface DidShowCompletionParams {
+  /** The completion id (the argument of the item's `opportune.accept` command). */
   id: string;
 }
 
+/** `opportune/didPartiallyAcceptCompletion`: a word or line of the suggestion was accepted. */
 export interface DidPartiallyAcceptCompletionParams {
+  /** The completion id. */
   id: string;
   /** Characters of `insertText` accepted so far (cumulative, not the last step). */
   acceptedLength: number;
 }
 
+/** `opportune/didRejectCompletion`: the suggestion went away without being accepted. */
 export interface DidRejectCompletionParams {
+  /** The completion id. */
   id: string;
-  reason: RejectReason;
+  /**
+   * Why: dismissed, typed over, superseded by another suggestion, or other. The server takes any string (a
+   * newer client may know more reasons); clients send one of these.
+   */
+  reason?: RejectReason;
 }
 
-export interface ReportParams {
-  /** A look-back window such as "1d" or "7d". */
-  since?: string;
-  json?: boolean;
-}
+/** `opportune/status`: the server's state, for the editor's status bar (no parameters). */
+export type StatusParams = Record<string, never>;
 
-export interface ReportResult {
-  text: string;
-  data: Record<string, unknown>;
-}
-
+/** The answer to `opportune/status`: what the editor's status bar shows. */
 export interface StatusResult {
+  /** Completions are on. */
   enabled: boolean;
+  /** The experiment running, or empty. */
   experiment: string;
+  /** This install's arm in it, or empty. */
   arm: string;
+  /** The model answering (a GGUF's name or a remote model id). */
   model: string;
+  /** Latency of the last suggestion returned, if any. */
   lastLatencyMs: number | null;
+  /** The model is loading or generating. */
+  busy: boolean;
 }
 
+/** `opportune/setEnabled`: switch completions on or off without stopping the server. */
 export interface SetEnabledParams {
+  /** On (true) or off (false). */
+  enabled?: boolean;
+}
+
+/** The answer to `opportune/setEnabled`. */
+export interface SetEnabledResult {
+  /** The state now in force. */
   enabled: boolean;
 }
 
-export interface SetEnabledResult {
-  enabled: boolean;
+/** `opportune/report`: the CPO report of the server's telemetry store. */
+export interface ReportParams {
+  /** A look-back window such as "1d" or "7d", or an ISO date. */
+  since?: string;
+}
+
+/** The answer to `opportune/report`. */
+export interface ReportResult {
+  /** The report for people (what `opportune report` prints). */
+  text: string;
+  /** The same numbers for machines (what `opportune report --json` prints). */
+  data: Record<string, unknown>;
 }
 
 /**

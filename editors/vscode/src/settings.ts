@@ -8,6 +8,8 @@
  * The module imports nothing from `vscode`; the extension passes a reader over `WorkspaceConfiguration`.
  */
 
+import { SERVER_SETTINGS, type ServerSetting } from "./serverSettings";
+
 /** Reads one key below `opportune.` (e.g. "completion.deadlineMs"); undefined when absent. */
 export type SettingReader = (key: string) => unknown;
 
@@ -21,11 +23,8 @@ export const RESTRICTED_SETTINGS: readonly string[] = [
   "serverPath",
   "serverArgs",
   "configFile",
-  "modelPath",
-  "telemetry.db",
-  "telemetry.storeText",
+  ...SERVER_SETTINGS.filter((s) => s.restricted).map((s) => s.key),
 ];
-
 /** What VS Code's `WorkspaceConfiguration.inspect` tells of one key (the parts used here). */
 export type SettingInspector = (key: string) => { defaultValue?: unknown; globalValue?: unknown } | undefined;
 
@@ -50,24 +49,14 @@ export function trustAwareReader(
   };
 }
 
-export type Multiline = "auto" | "always" | "never";
-const MULTILINE_VALUES: readonly string[] = ["auto", "always", "never"];
-
 export interface ExtensionSettings {
   enabled: boolean;
   serverPath: string;
   serverArgs: string[];
   configFile: string;
-  modelPath: string;
-  model: { threads: number | null };
-  completion: {
-    deadlineMs: number | null;
-    maxTokens: number | null;
-    debounceMs: number | null;
-    contextTokens: number | null;
-    multiline: Multiline | null;
-  };
-  telemetry: { enabled: boolean | null; db: string; storeText: boolean | null; shownDelayMs: number };
+  /** The server settings the user set (by key below `opportune.`, e.g. "completion.deadlineMs"). */
+  server: Record<string, unknown>;
+  telemetry: { shownDelayMs: number };
   dashboardPort: number;
 }
 
@@ -75,17 +64,12 @@ export const DEFAULT_SERVER_PATH = "opportune";
 export const DEFAULT_SHOWN_DELAY_MS = 150;
 export const DEFAULT_DASHBOARD_PORT = 8765;
 
-/** The shape of `initializationOptions` and of `settings.opportune` in didChangeConfiguration. */
+/**
+ * The shape of `initializationOptions` and of `settings.opportune` in didChangeConfiguration: the
+ * sections of server/config.py (`completion`, `model`, `telemetry`, `experiment`) with camelCase keys.
+ */
 export interface ServerOptions {
-  completion?: {
-    deadlineMs?: number;
-    maxTokens?: number;
-    debounceMs?: number;
-    contextTokens?: number;
-    multiline?: Multiline;
-  };
-  model?: { path?: string; threads?: number };
-  telemetry?: { enabled?: boolean; db?: string; storeText?: boolean };
+  [section: string]: Record<string, unknown> | string | undefined;
   clientName?: string;
 }
 
@@ -127,17 +111,6 @@ export function readSettings(read: SettingReader, paths: PathContext = { home: "
     }
     return value;
   };
-  const optionalBool = (key: string): boolean | null => {
-    const value = read(key);
-    if (value === undefined || value === null) {
-      return null;
-    }
-    if (typeof value !== "boolean") {
-      problems.push(`opportune.${key} must be true, false or null; using the server's default.`);
-      return null;
-    }
-    return value;
-  };
   const integer = (key: string, minimum: number, maximum = Number.MAX_SAFE_INTEGER): number | null => {
     const value = read(key);
     if (value === undefined || value === null) {
@@ -172,14 +145,13 @@ export function readSettings(read: SettingReader, paths: PathContext = { home: "
     problems.push("opportune.serverArgs must be a list of strings; ignoring it.");
   }
 
-  let multiline: Multiline | null = null;
-  const rawMultiline = read("completion.multiline");
-  if (typeof rawMultiline === "string" && MULTILINE_VALUES.includes(rawMultiline)) {
-    multiline = rawMultiline as Multiline;
-  } else if (rawMultiline !== undefined && rawMultiline !== null) {
-    problems.push(
-      `opportune.completion.multiline must be one of ${MULTILINE_VALUES.join(", ")}; ignoring it.`,
-    );
+  const server: Record<string, unknown> = {};
+  for (const spec of SERVER_SETTINGS) {
+    const value = serverSetting(spec, read(spec.key), problems);
+    if (value !== undefined) {
+      server[spec.key] =
+        spec.path === true ? expandPath(value as string, paths.home, paths.workspaceFolder) : value;
+    }
   }
 
   const serverPath = expandPath(text("serverPath", DEFAULT_SERVER_PATH), paths.home, paths.workspaceFolder);
@@ -188,19 +160,8 @@ export function readSettings(read: SettingReader, paths: PathContext = { home: "
     serverPath: serverPath === "" ? DEFAULT_SERVER_PATH : serverPath,
     serverArgs,
     configFile: path("configFile"),
-    modelPath: path("modelPath"),
-    model: { threads: integer("model.threads", 0, 1024) },
-    completion: {
-      deadlineMs: integer("completion.deadlineMs", 1),
-      maxTokens: integer("completion.maxTokens", 1, 512),
-      debounceMs: integer("completion.debounceMs", 0),
-      contextTokens: integer("completion.contextTokens", 32),
-      multiline,
-    },
+    server,
     telemetry: {
-      enabled: optionalBool("telemetry.enabled"),
-      db: path("telemetry.db"),
-      storeText: optionalBool("telemetry.storeText"),
       shownDelayMs: integer("telemetry.shownDelayMs", 0, 60_000) ?? DEFAULT_SHOWN_DELAY_MS,
     },
     dashboardPort: integer("dashboard.port", 1, 65_535) ?? DEFAULT_DASHBOARD_PORT,
@@ -208,20 +169,55 @@ export function readSettings(read: SettingReader, paths: PathContext = { home: "
   return { settings, problems };
 }
 
-/** The entries whose value is set (not null, not ""), so that the server's defaults apply to the rest. */
-type Compact<T> = { [K in keyof T]?: Exclude<T[K], null> };
-
-function compact<T extends Record<string, unknown>>(entries: T): Compact<T> | undefined {
-  const result: Compact<T> = {};
-  let any = false;
-  for (const key of Object.keys(entries) as (keyof T)[]) {
-    const value = entries[key];
-    if (value !== null && value !== undefined && value !== "") {
-      result[key] = value as Exclude<T[keyof T], null>;
-      any = true;
-    }
+/**
+ * One server setting as the user set it, or undefined when unset (null, or "" for text) or invalid (then a
+ * line in `problems`), so that the server's own default and the team's opportune.toml apply.
+ */
+function serverSetting(spec: ServerSetting, value: unknown, problems: string[]): unknown {
+  if (value === undefined || value === null || value === "") {
+    return undefined;
   }
-  return any ? result : undefined;
+  const within = (n: number): boolean =>
+    (spec.minimum === undefined || n >= spec.minimum) && (spec.maximum === undefined || n <= spec.maximum);
+  const range =
+    spec.minimum !== undefined && spec.maximum !== undefined
+      ? ` from ${spec.minimum} to ${spec.maximum}`
+      : "";
+  let expected: string;
+  switch (spec.type) {
+    case "boolean":
+      if (typeof value === "boolean") {
+        return value;
+      }
+      expected = "true, false or null";
+      break;
+    case "integer":
+      if (typeof value === "number" && Number.isInteger(value) && within(value)) {
+        return value;
+      }
+      expected = `an integer${range}`;
+      break;
+    case "number":
+      if (typeof value === "number" && Number.isFinite(value) && within(value)) {
+        return value;
+      }
+      expected = `a number${range}`;
+      break;
+    case "string":
+      if (typeof value === "string" && (spec.enum === undefined || spec.enum.includes(value))) {
+        return value;
+      }
+      expected = spec.enum === undefined ? "a string" : `one of ${spec.enum.join(", ")}`;
+      break;
+    case "array":
+      if (Array.isArray(value)) {
+        return value;
+      }
+      expected = "a list";
+      break;
+  }
+  problems.push(`opportune.${spec.key} must be ${expected}; ignoring ${JSON.stringify(value)}.`);
+  return undefined;
 }
 
 /**
@@ -234,24 +230,13 @@ export function toServerOptions(settings: ExtensionSettings, clientName?: string
   if (clientName !== undefined && clientName !== "") {
     options.clientName = clientName;
   }
-  const completion = compact(settings.completion);
-  if (completion !== undefined) {
-    options.completion = completion;
-  }
-  const model = compact({
-    path: settings.modelPath,
-    threads: settings.model.threads,
-  });
-  if (model !== undefined) {
-    options.model = model;
-  }
-  const telemetry = compact({
-    enabled: settings.telemetry.enabled,
-    db: settings.telemetry.db,
-    storeText: settings.telemetry.storeText,
-  });
-  if (telemetry !== undefined) {
-    options.telemetry = telemetry;
+  for (const [key, value] of Object.entries(settings.server)) {
+    const dot = key.indexOf(".");
+    const section = key.slice(0, dot);
+    const existing = options[section];
+    const entries = typeof existing === "object" ? existing : {};
+    entries[key.slice(dot + 1)] = value;
+    options[section] = entries;
   }
   return options;
 }
@@ -274,8 +259,9 @@ export function serveCommand(settings: ExtensionSettings): CommandLine {
 /** `opportune dashboard` on the configured port and, when set, the same telemetry store as the server. */
 export function dashboardCommand(settings: ExtensionSettings): CommandLine {
   const args = ["dashboard", "--port", String(settings.dashboardPort)];
-  if (settings.telemetry.db !== "") {
-    args.push("--db", settings.telemetry.db);
+  const db = settings.server["telemetry.db"];
+  if (typeof db === "string") {
+    args.push("--db", db);
   }
   return { command: settings.serverPath, args };
 }

@@ -49,7 +49,7 @@ export function statusView(
     `Opportune: ${serverOn ? "on" : "off"}`,
     `Experiment: ${status.experiment === "" ? "none" : status.experiment}`,
     `Arm: ${arm}`,
-    `Model: ${status.model === "" ? "unknown" : status.model}`,
+    `Model: ${status.model === "" ? "unknown" : status.model}${status.busy ? " (busy: loading or generating)" : ""}`,
     `Last latency: ${formatLatency(status.lastLatencyMs)}`,
     "Click to toggle.",
   ].join("\n");
@@ -70,5 +70,6 @@ export function parseStatus(value: unknown): StatusResult | undefined {
     arm: text("arm"),
     model: text("model"),
     lastLatencyMs: typeof latency === "number" && Number.isFinite(latency) ? latency : null,
+    busy: record.busy === true,
   };
 }

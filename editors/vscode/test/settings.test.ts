@@ -25,7 +25,7 @@ const packageDefaults: Record<string, unknown> = {
   serverPath: "opportune",
   serverArgs: [],
   configFile: "",
-  modelPath: "",
+  "model.path": "",
   "model.threads": null,
   "completion.contextTokens": null,
   "completion.deadlineMs": null,
@@ -53,7 +53,7 @@ describe("readSettings and toServerOptions", () => {
     const { settings, problems } = readSettings(
       reader({
         ...packageDefaults,
-        modelPath: "/models/coder.gguf",
+        "model.path": "/models/coder.gguf",
         "model.threads": 2,
         "completion.contextTokens": 1024,
         "completion.deadlineMs": 300,
@@ -120,16 +120,43 @@ describe("readSettings and toServerOptions", () => {
       reader({
         ...packageDefaults,
         serverPath: "~/venv/bin/opportune",
-        modelPath: "${workspaceFolder}/m.gguf",
+        "model.path": "${workspaceFolder}/m.gguf",
         "telemetry.db": "${userHome}/t.db",
       }),
       { home: "/home/u", workspaceFolder: "/ws" },
     );
     assert.equal(settings.serverPath, "/home/u/venv/bin/opportune");
-    assert.equal(settings.modelPath, "/ws/m.gguf");
-    assert.equal(settings.telemetry.db, "/home/u/t.db");
+    assert.equal(settings.server["model.path"], "/ws/m.gguf");
+    assert.equal(settings.server["telemetry.db"], "/home/u/t.db");
     assert.equal(expandPath("~user/x", "/home/u", undefined), "~user/x");
     assert.equal(expandPath("${workspaceFolder}/x", "/h", undefined), "${workspaceFolder}/x");
+  });
+});
+
+describe("server settings", () => {
+  it("reaches every server setting, a remote backend and its endpoint included", () => {
+    const { settings, problems } = readSettings(
+      reader({
+        "model.backend": "openai",
+        "model.endpoint": "http://127.0.0.1:8080/v1",
+        "model.remoteModel": "qwen2.5-coder",
+        "completion.temperature": 0.2,
+        "experiment.arms": [{ name: "a" }],
+      }),
+    );
+    assert.deepEqual(problems, []);
+    assert.deepEqual(toServerOptions(settings), {
+      completion: { temperature: 0.2 },
+      model: { backend: "openai", endpoint: "http://127.0.0.1:8080/v1", remoteModel: "qwen2.5-coder" },
+      experiment: { arms: [{ name: "a" }] },
+    });
+  });
+
+  it("refuses values outside the server's bounds and choices", () => {
+    const { problems } = readSettings(
+      reader({ "model.backend": "gpt", "completion.temperature": 3, "telemetry.metricsPort": 70_000 }),
+    );
+    assert.equal(problems.length, 3, problems.join("\n"));
   });
 });
 
@@ -176,7 +203,11 @@ describe("workspace trust", () => {
     serverPath: { defaultValue: "opportune", workspaceValue: "./evil.sh" },
     serverArgs: { defaultValue: [], workspaceValue: ["--backend", "openai"] },
     configFile: { defaultValue: "", workspaceValue: "/tmp/x.toml" },
-    modelPath: { defaultValue: "", globalValue: "/home/me/models/a.gguf", workspaceValue: "/etc/passwd" },
+    "model.path": { defaultValue: "", globalValue: "/home/me/models/a.gguf", workspaceValue: "/etc/passwd" },
+    "model.backend": { defaultValue: null, workspaceValue: "openai" },
+    "model.endpoint": { defaultValue: "", workspaceValue: "http://collector.example:8000" },
+    "model.apiKeyEnv": { defaultValue: "", workspaceValue: "GITHUB_TOKEN" },
+    "telemetry.metricsHost": { defaultValue: "", workspaceValue: "0.0.0.0" },
     "telemetry.db": { defaultValue: "", workspaceValue: "/tmp/leak.db" },
     "telemetry.storeText": { defaultValue: null, workspaceValue: true },
     "completion.deadlineMs": { defaultValue: null, workspaceValue: 400 },
@@ -194,16 +225,25 @@ describe("workspace trust", () => {
     assert.equal(settings.serverPath, "opportune");
     assert.deepEqual(settings.serverArgs, []);
     assert.equal(settings.configFile, "");
-    assert.equal(settings.modelPath, "/home/me/models/a.gguf", "the user's own value stays");
-    assert.equal(settings.telemetry.db, "");
-    assert.equal(settings.telemetry.storeText, null);
-    assert.equal(settings.completion.deadlineMs, 400, "harmless workspace settings still apply");
+    assert.equal(settings.server["model.path"], "/home/me/models/a.gguf", "the user's own value stays");
+    for (const key of [
+      "model.backend",
+      "model.endpoint",
+      "model.apiKeyEnv",
+      "telemetry.metricsHost",
+      "telemetry.db",
+      "telemetry.storeText",
+    ]) {
+      assert.equal(settings.server[key], undefined, `${key} from an untrusted workspace`);
+    }
+    assert.equal(settings.server["completion.deadlineMs"], 400, "harmless workspace settings still apply");
     assert.deepEqual(serveCommand(settings), { command: "opportune", args: ["serve"] });
   });
 
   it("applies them once the workspace is trusted", () => {
     const { settings } = readSettings(trustAwareReader(merged, inspect, true));
     assert.equal(settings.serverPath, "./evil.sh");
-    assert.equal(settings.telemetry.db, "/tmp/leak.db");
+    assert.equal(settings.server["telemetry.db"], "/tmp/leak.db");
+    assert.equal(settings.server["model.endpoint"], "http://collector.example:8000");
   });
 });

@@ -13,6 +13,7 @@ describe("status bar", () => {
     arm: "fast",
     model: "gemma3",
     lastLatencyMs: 87.4,
+    busy: false,
   };
 
   it("shows on/off, the arm and the last latency", () => {
@@ -34,6 +35,11 @@ describe("status bar", () => {
     assert.equal(view.text, "$(sparkle) Opportune · default");
   });
 
+  it("says in the tooltip when the model is busy", () => {
+    assert.doesNotMatch(statusView(true, "running", status).tooltip, /busy/);
+    assert.match(statusView(true, "running", { ...status, busy: true }).tooltip, /Model: gemma3 \(busy/);
+  });
+
   it("formats latencies", () => {
     assert.equal(formatLatency(null), "–");
     assert.equal(formatLatency(12.6), "13 ms");
@@ -49,6 +55,7 @@ describe("status bar", () => {
       arm: "",
       model: "",
       lastLatencyMs: null,
+      busy: false,
     });
     assert.deepEqual(parseStatus(status), status);
   });

@@ -99,7 +99,13 @@ end
 function M.set_enabled(enabled)
   state.set(enabled)
   for _, client in ipairs(lsp.clients()) do
-    require('opportune.compat').request(client, 'opportune/setEnabled', { enabled = enabled }, function() end)
+    local protocol = require('opportune.protocol')
+    require('opportune.compat').request(
+      client,
+      protocol.methods.set_enabled,
+      protocol.set_enabled_params(enabled),
+      function() end
+    )
     for _, bufnr in ipairs(vim.lsp.get_buffers_by_client_id(client.id)) do
       engine().set_enabled(bufnr, enabled)
     end
@@ -137,27 +143,18 @@ local function ask(method, params, callback)
 end
 
 --- The server's status (`opportune/status`).
----@class opportune.Status
----@field enabled boolean
----@field experiment string
----@field arm string
----@field model string
----@field lastLatencyMs number?
-
----@param callback fun(err: table|string|nil, status: opportune.Status?)
+---@param callback fun(err: table|string|nil, status: opportune.StatusResult?)
 function M.status(callback)
-  ask('opportune/status', vim.empty_dict(), callback)
+  local protocol = require('opportune.protocol')
+  ask(protocol.methods.status, protocol.status_params(), callback)
 end
 
 --- The CPO report of the server's telemetry store (`opportune/report`).
 ---@param opts? {since?: string}
----@param callback fun(err: table|string|nil, report: {text: string, data: table}?)
+---@param callback fun(err: table|string|nil, report: opportune.ReportResult?)
 function M.report(opts, callback)
-  local params = vim.empty_dict()
-  if opts and opts.since then
-    params = { since = opts.since }
-  end
-  ask('opportune/report', params, callback)
+  local protocol = require('opportune.protocol')
+  ask(protocol.methods.report, protocol.report_params(opts and opts.since), callback)
 end
 
 --- Stops the server(s) and starts them again for the open buffers.

@@ -80,7 +80,7 @@ function M.client_config(cfg, bufnr)
     init_options = next(settings) and settings or nil,
     settings = next(settings) and { opportune = settings } or nil,
     commands = {
-      ['opportune.accept'] = function(command, ctx)
+      [require('opportune.protocol').ACCEPT_COMMAND] = function(command, ctx)
         M.run_accept(command, ctx.client_id, ctx.bufnr)
       end,
     },

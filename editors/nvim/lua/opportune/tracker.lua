@@ -8,6 +8,7 @@
 --- report: the server infers that one from the edits.
 
 local compat = require('opportune.compat')
+local protocol = require('opportune.protocol')
 
 local M = {}
 
@@ -81,7 +82,7 @@ function M.item(raw, client, bufnr, anchor)
   end
   local command = raw.command
   local id = nil
-  if command and command.command == 'opportune.accept' and command.arguments then
+  if command and command.command == protocol.ACCEPT_COMMAND and command.arguments then
     id = command.arguments[1]
     if type(id) ~= 'string' then
       id = id ~= nil and tostring(id) or nil
@@ -138,7 +139,7 @@ function M.current(bufnr)
 end
 
 ---@param item opportune.Item
----@param reason "dismissed"|"typed_over"|"superseded"|"other"
+---@param reason opportune.RejectReason
 local function reject(item, reason)
   if not item.id then
     return
@@ -146,7 +147,7 @@ local function reject(item, reason)
   local k = key(item.client_id, item.id)
   if fate[k] == 'shown' then
     remember(k, 'rejected')
-    notify(item, 'opportune/didRejectCompletion', { id = item.id, reason = reason })
+    notify(item, protocol.methods.did_reject_completion, protocol.did_reject_completion_params(item.id, reason))
   end
 end
 
@@ -162,14 +163,14 @@ function M.show(item)
     local k = key(item.client_id, item.id)
     if fate[k] == nil then
       remember(k, 'shown')
-      notify(item, 'opportune/didShowCompletion', { id = item.id })
+      notify(item, protocol.methods.did_show_completion, protocol.did_show_completion_params(item.id))
     end
   end
 end
 
 --- The suggestion in `bufnr` is gone from the screen for `reason`.
 ---@param bufnr integer
----@param reason "dismissed"|"typed_over"|"superseded"|"other"
+---@param reason opportune.RejectReason
 function M.clear(bufnr, reason)
   local item = current[bufnr]
   current[bufnr] = nil
@@ -205,7 +206,11 @@ function M.partial(item, accepted_length)
     return
   end
   remember(key(item.client_id, item.id), 'partial')
-  notify(item, 'opportune/didPartiallyAcceptCompletion', { id = item.id, acceptedLength = accepted_length })
+  notify(
+    item,
+    protocol.methods.did_partially_accept_completion,
+    protocol.did_partially_accept_completion_params(item.id, accepted_length)
+  )
 end
 
 --- Fate of a completion id as reported so far (for :Opportune status and tests).
