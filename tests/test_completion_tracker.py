@@ -18,7 +18,7 @@ def setup(text: str = "r = ") -> tuple[Workspace, SuggestionTracker, DocState, l
     funnel = FunnelRecorder(events.append, Effective, lambda: "m", lambda t: len(t.split()), "i", "s")
     ws = Workspace()
     tracker = SuggestionTracker(funnel, ws.get)
-    state = ws.open(URI, text, "python", 1, "salt")
+    state = ws.open(URI, text, "python", 1)
     return ws, tracker, state, events
 
 

@@ -39,7 +39,7 @@ def build_on_a_worker_thread(data: object, budget: int = 200) -> str:
 
 def test_edits_update_the_text_the_tree_and_wake_waiters() -> None:
     ws = Workspace()
-    state = ws.open(URI, "x = 1\n", "python", 1, "salt")
+    state = ws.open(URI, "x = 1\n", "python", 1)
     changed = state.changed
     ws.apply(state, 2, [(Position(1, 0), Position(1, 0), "def f():\n    return x\n")])
     assert state.doc.text == "x = 1\ndef f():\n    return x\n" and state.doc.version == 2
@@ -51,17 +51,17 @@ def test_edits_update_the_text_the_tree_and_wake_waiters() -> None:
 
 
 def test_documents_are_identified_by_a_salted_hash_not_their_path() -> None:
-    ws = Workspace()
-    a = ws.open(URI, "", "python", 1, "install-a")
-    b = ws.open("file:///p/other.py", "", "python", 1, "install-a")
+    a = Workspace("salt-a").open(URI, "", "python", 1)
+    b = Workspace("salt-a").open("file:///p/other.py", "", "python", 1)
     assert a.hash != b.hash and "shapes" not in a.hash and len(a.hash) == 16
-    assert ws.open(URI, "", "python", 1, "install-b").hash != a.hash
+    assert Workspace("salt-a").open(URI, "", "python", 1).hash == a.hash  # stable for one install
+    assert Workspace("salt-b").open(URI, "", "python", 1).hash != a.hash
 
 
 def test_the_prompt_part_of_a_long_document_is_bounded_and_starts_on_a_line() -> None:
     ws = Workspace()
     text = "".join(f"v{i} = {i}\n" for i in range(100_000))
-    state = ws.open(URI, text, "python", 1, "salt")
+    state = ws.open(URI, text, "python", 1)
     c = CompletionSettings()
     data = ws.prompt_input(state, len(text) // 2, None, c)
     assert len(data.text) < 20_000
@@ -70,7 +70,7 @@ def test_the_prompt_part_of_a_long_document_is_bounded_and_starts_on_a_line() ->
 
 def test_window_line_contexts_found_for_one_job_serve_the_next_until_an_edit_reaches_them() -> None:
     ws = Workspace()
-    state = ws.open(URI, SOURCE, "python", 1, "salt")
+    state = ws.open(URI, SOURCE, "python", 1)
     cursor = len(state.doc.text)
     c = CompletionSettings()
     build_on_a_worker_thread(ws.prompt_input(state, cursor, ws.syntax(state, cursor), c), budget=400)
@@ -114,7 +114,7 @@ def test_an_edit_while_the_worker_adds_a_window_context_never_breaks() -> None:
     """The loop trims the memo on every edit while the worker adds to it: before, the worker's insertion in
     the middle of the loop's walk raised "dictionary changed size during iteration" in didChange."""
     ws = Workspace()
-    state = ws.open(URI, SOURCE, "python", 1, "salt")
+    state = ws.open(URI, SOURCE, "python", 1)
     cursor = len(state.doc.text)
     data = ws.prompt_input(state, cursor, ws.syntax(state, cursor), CompletionSettings())
     lookup = data.context_at_line
@@ -136,7 +136,7 @@ def test_an_edit_while_the_worker_adds_a_window_context_never_breaks() -> None:
 
 def test_typing_gap_is_the_median_within_bursts() -> None:
     ws = Workspace()
-    state = ws.open(URI, "", "python", 1, "salt")
+    state = ws.open(URI, "", "python", 1)
     assert ws.typing_gap(state) is None
     now = time.monotonic()
     state.keystrokes.extend([now, now + 0.1, now + 0.3, now + 0.45, now + 5.0])  # a pause is not a gap
@@ -146,7 +146,7 @@ def test_typing_gap_is_the_median_within_bursts() -> None:
 def test_a_block_position_gets_a_multiline_shape_and_text_after_the_cursor_makes_it_one_line() -> None:
     ws = Workspace()
     text = "def f(x):\n    "
-    state = ws.open(URI, text, "python", 1, "salt")
+    state = ws.open(URI, text, "python", 1)
     c = CompletionSettings()
     syntax = ws.syntax(state, len(text))
     assert ws.shape(syntax, state.doc, len(text), "    ", "", c).multiline
