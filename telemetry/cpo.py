@@ -17,6 +17,10 @@ Counting rules:
   the acceptance rate cannot exceed 1;
 - outcome: one per completion id: an explicit client report beats an inferred one, otherwise the
   latest wins; accepted = outcomes ``accepted`` or ``partial``, with their characters and tokens;
+- keystrokes saved: the ``keystrokes_saved`` of the resolved accepted outcomes (characters not typed
+  minus one key per accept or partial accept);
+- persistence: ``persisted_chars`` / ``measured_chars``, the characters still there at each accepted
+  suggestion's last measured checkpoint over its accepted characters (``opportune.telemetry.persistence``);
 - latency: ``latency_total_ms`` of responses that returned a suggestion (``loss_reason`` NULL);
 - losses: ``loss_reason`` counts of responses, and the trigger ``skip`` rules separately.
 
@@ -37,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from opportune.telemetry.frames import EventFrames
+from opportune.telemetry.persistence import last_measured
 from opportune.telemetry.schema import parse_stages
 
 # User-facing grouping names -> the column they group by.
@@ -60,6 +65,9 @@ COUNT_COLUMNS: tuple[str, ...] = (
     "accepted_tokens",
     "responses",
     "errors",
+    "keystrokes_saved",
+    "persisted_chars",
+    "measured_chars",
 )
 
 # factor name -> (numerator count, denominator count).  CPO is last; the five before it multiply to it.
@@ -72,6 +80,11 @@ FACTORS: dict[str, tuple[str, str]] = {
 }
 CPO_RATIO: tuple[str, str] = ("accepted_chars", "opportunities")
 METRICS: dict[str, tuple[str, str]] = {**FACTORS, "cpo": CPO_RATIO}
+# What followed the accepts, beside CPO (not factors of it): also ratios of sums over the same units.
+FOLLOW_UP: dict[str, tuple[str, str]] = {
+    "keystrokes_saved_per_opportunity": ("keystrokes_saved", "opportunities"),
+    "persistence": ("persisted_chars", "measured_chars"),
+}
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -181,6 +194,7 @@ def funnel_counts(frames: EventFrames, by: Sequence[str] = ()) -> pd.DataFrame:
 
     accepted = accepted_outcomes(frames)
     by_accepted = grouped(accepted)
+    by_persisted = grouped(last_measured(frames))
     responses = _keyed(frames.responses, keys)
     parts: list[pd.Series] = [
         grouped(frames.opportunities).size().rename("opportunities"),
@@ -191,6 +205,9 @@ def funnel_counts(frames: EventFrames, by: Sequence[str] = ()) -> pd.DataFrame:
         by_accepted["accepted_tokens"].sum().rename("accepted_tokens"),
         _by_groups(responses, group_keys).size().rename("responses"),
         _by_groups(responses[responses["loss_reason"] == "error"], group_keys).size().rename("errors"),
+        by_accepted["keystrokes_saved"].sum().rename("keystrokes_saved"),
+        by_persisted["kept_chars"].sum().rename("persisted_chars"),
+        by_persisted["accepted_chars"].sum().rename("measured_chars"),
     ]
     table = pd.concat(parts, axis=1).fillna(0).astype("int64")
     table = table.reset_index()
@@ -211,11 +228,20 @@ class Funnel:
     accepted: int = 0
     accepted_chars: int = 0
     accepted_tokens: int = 0
+    keystrokes_saved: int = 0
+    persisted_chars: int = 0
+    measured_chars: int = 0
 
     @classmethod
     def from_counts(cls, counts: Any) -> Funnel:
-        """From a mapping or a row with the count columns."""
-        return cls(**{name: int(counts[name]) for name in cls.__dataclass_fields__})
+        """From a mapping or a row with the count columns (follow-up counts it lacks are 0)."""
+        return cls(
+            **{
+                name: int(counts[name])
+                for name in cls.__dataclass_fields__
+                if name in counts or name not in ("keystrokes_saved", "persisted_chars", "measured_chars")
+            }
+        )
 
     @property
     def attempt_rate(self) -> float | None:
@@ -240,6 +266,29 @@ class Funnel:
     @property
     def cpo(self) -> float | None:
         return ratio(self.accepted_chars, self.opportunities)
+
+    @property
+    def keystrokes_saved_per_opportunity(self) -> float | None:
+        return ratio(self.keystrokes_saved, self.opportunities)
+
+    @property
+    def persistence(self) -> float | None:
+        """Accepted characters still there at the last checkpoint, over those measured."""
+        return ratio(self.persisted_chars, self.measured_chars)
+
+    @property
+    def persisted_cpo(self) -> float | None:
+        """CPO x persistence: accepted characters per opportunity that stayed (see telemetry.persistence)."""
+        cpo, kept = self.cpo, self.persistence
+        return None if cpo is None or kept is None else cpo * kept
+
+    def follow_up(self) -> dict[str, float | None]:
+        """Keystrokes saved per opportunity, persistence and persisted CPO, by name."""
+        return {
+            "keystrokes_saved_per_opportunity": self.keystrokes_saved_per_opportunity,
+            "persistence": self.persistence,
+            "persisted_cpo": self.persisted_cpo,
+        }
 
     def factors(self) -> dict[str, float | None]:
         """The five factors and CPO, by name (``METRICS`` order)."""
@@ -269,6 +318,7 @@ class GroupSummary:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["factors"] = self.funnel.factors()
+        out["follow_up"] = self.funnel.follow_up()
         return out
 
 

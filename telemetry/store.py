@@ -101,8 +101,17 @@ def _migration_1_event_tables(db: Database) -> None:
         table.create_index(["ts"], if_not_exists=True)
 
 
+def _migration_2_persistence(db: Database) -> None:
+    """The ``persistence`` table (what stayed of accepted suggestions) and ``outcome.keystrokes_saved``
+    (0 for outcomes recorded before it existed)."""
+    _migration_1_event_tables(db)  # creates the tables of kinds added since, with their types
+    outcome = db.table("outcome")
+    if "keystrokes_saved" not in outcome.columns_dict:
+        outcome.add_column("keystrokes_saved", int, not_null_default=0)
+
+
 # MIGRATIONS[i] brings a store from version i to version i + 1.  Append, never edit.
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_migration_1_event_tables,)
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (_migration_1_event_tables, _migration_2_persistence)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
