@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from opportune.telemetry.frames import EventFrames
-from opportune.telemetry.persistence import last_measured
+from opportune.telemetry.persistence import checkpoint_table, last_measured, survival_of
 from opportune.telemetry.schema import parse_stages
 
 # User-facing grouping names -> the column they group by.
@@ -314,6 +314,8 @@ class GroupSummary:
     loss_reasons: dict[str, int] = field(default_factory=dict)
     skip_rules: dict[str, int] = field(default_factory=dict)
     stage_medians_ms: dict[str, float] = field(default_factory=dict)
+    # Per checkpoint: seconds, measured / unknown / pending counts, survival (kept / accepted chars).
+    persistence: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -346,8 +348,10 @@ def _per_group(series: pd.Series) -> dict[tuple[Any, ...], dict[str, Any]]:
     return out
 
 
-def summarise(frames: EventFrames, by: Sequence[str] = ()) -> list[GroupSummary]:
-    """One ``GroupSummary`` per group (sorted by key), or one for everything when ``by`` is empty."""
+def summarise(frames: EventFrames, by: Sequence[str] = (), now: float | None = None) -> list[GroupSummary]:
+    """One ``GroupSummary`` per group (sorted by key), or one for everything when ``by`` is empty.
+
+    ``now`` decides which persistence checkpoints are still pending (default: the current time)."""
     keys = [group_column(b) for b in by]
     group_keys = keys or ["_all"]
     if "model_id" in keys:
@@ -384,6 +388,12 @@ def summarise(frames: EventFrames, by: Sequence[str] = ()) -> list[GroupSummary]
         ]
     ).drop_duplicates()
     installs = {_as_key(k): int(v) for k, v in _by_groups(install_rows, group_keys).size().items()}
+    persistence: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for record in survival_of(_keyed(checkpoint_table(frames, now), keys), group_keys).to_dict("records"):
+        key = tuple(record.pop(k) for k in group_keys)
+        persistence.setdefault(key, []).append(
+            {k: (None if k == "survival" and pd.isna(v) else v) for k, v in record.items()}
+        )
 
     summaries: list[GroupSummary] = []
     for _, row in counts.iterrows():
@@ -399,6 +409,7 @@ def summarise(frames: EventFrames, by: Sequence[str] = ()) -> list[GroupSummary]
                 loss_reasons=_sorted_counts(losses.get(key, {})),
                 skip_rules=_sorted_counts(skips.get(key, {})),
                 stage_medians_ms={k: float(v) for k, v in sorted(stages.get(key, {}).items())},
+                persistence=persistence.get(key, []),
             )
         )
     return summaries

@@ -39,10 +39,11 @@ STATUSES = ("measured", "unknown", "pending")
 def checkpoint_table(frames: EventFrames, now: float | None = None, grace_s: float = GRACE_S) -> pd.DataFrame:
     """One row per (completion, planned checkpoint): ``completion_id``, ``checkpoint_s``, ``status``
     (measured, unknown, pending), ``reason``, ``accepted_chars``, ``kept_chars``, ``fraction`` and the
-    ``Common`` columns of the row it came from."""
+    ``ts`` and ``Common`` columns of the row it came from (the tracking row for a checkpoint with none)."""
     now = time.time() if now is None else now
     rows = frames["persistence"]
     columns = [
+        "ts",
         *COMMON_FIELDS,
         "completion_id",
         "checkpoint_s",
@@ -92,22 +93,23 @@ def survival(
 ) -> pd.DataFrame:
     """Per group (columns ``by``) and checkpoint: counts of measured / unknown / pending checkpoints, the
     accepted and kept characters of the measured ones, and ``survival`` = kept / accepted characters."""
-    table = checkpoint_table(frames, now, grace_s)
+    return survival_of(checkpoint_table(frames, now, grace_s), by)
+
+
+def survival_of(table: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """``survival`` from a ``checkpoint_table`` (which may carry derived grouping columns)."""
     keys = [*by, "checkpoint_s"]
     out_columns = [*keys, *STATUSES, "accepted_chars", "kept_chars", "survival"]
     if table.empty:
         return pd.DataFrame({c: [] for c in out_columns})
-    counts = table.groupby([*keys, "status"]).size().unstack("status", fill_value=0)
+    counts = table.groupby([*keys, "status"], dropna=False).size().unstack("status", fill_value=0)
     for status in STATUSES:
         if status not in counts.columns:
             counts[status] = 0
     measured = table[table["status"] == "measured"]
-    chars = measured.groupby(keys)[["accepted_chars", "kept_chars"]].sum()
+    chars = measured.groupby(keys, dropna=False)[["accepted_chars", "kept_chars"]].sum()
     out = counts[list(STATUSES)].join(chars, how="left").fillna({"accepted_chars": 0, "kept_chars": 0})
     out = out.reset_index()
-    out["survival"] = np.where(
-        out["accepted_chars"] > 0,
-        out["kept_chars"] / out["accepted_chars"].where(out["accepted_chars"] > 0),
-        np.nan,
-    )
+    accepted = out["accepted_chars"].astype("float64")
+    out["survival"] = (out["kept_chars"] / accepted.where(accepted > 0)).astype("float64")
     return out[out_columns].astype({s: "int64" for s in STATUSES})

@@ -273,3 +273,64 @@ def test_checkpoint_settings_are_validated() -> None:
     s, errors = resolve({"telemetry": {"persistenceCheckpointsS": "often"}})
     assert errors and s.telemetry.persistence_checkpoints_s == [30.0, 120.0, 600.0]
     assert Position(0, 0)  # (documents' positions are what the engine sees)
+
+
+# ---- the analysis --------------------------------------------------------------------------------------
+
+
+def _rows(now: float = 1000.0) -> list[ev.Event]:
+    from opportune.telemetry.persistence import GRACE_S
+
+    del GRACE_S
+    c = ev.Common("i1", "s1", language="python")
+    return [
+        ev.Opportunity(c, "o1", "d", "insert", ts=now),
+        ev.Opportunity(c, "o2", "d", "insert", ts=now),
+        ev.Outcome(c, "kept", "accepted", accepted_chars=10, accepted_tokens=3, keystrokes_saved=9, ts=now),
+        ev.Outcome(c, "gone", "accepted", accepted_chars=10, accepted_tokens=3, keystrokes_saved=9, ts=now),
+        ev.Persistence(c, "kept", "tracking", checkpoints="30,120", accepted_chars=10, ts=now),
+        ev.Persistence(c, "gone", "tracking", checkpoints="30,120", accepted_chars=10, ts=now),
+        ev.Persistence(
+            c, "kept", "measured", 30.0, accepted_chars=10, kept_chars=10, fraction=1.0, ts=now + 30
+        ),
+        ev.Persistence(
+            c, "gone", "measured", 30.0, accepted_chars=10, kept_chars=0, fraction=0.0, ts=now + 30
+        ),
+        # Then the server was killed: no row for the 120 s checkpoint.
+    ]
+
+
+def test_a_checkpoint_missed_by_a_killed_server_is_pending_then_unknown_never_lost() -> None:
+    from opportune.telemetry.frames import EventFrames
+    from opportune.telemetry.persistence import GRACE_S, checkpoint_table, survival
+
+    frames = EventFrames.from_events(_rows())
+    soon = checkpoint_table(frames, now=1000 + 125)
+    assert sorted(zip(soon["completion_id"], soon["checkpoint_s"], soon["status"], strict=True)) == [
+        ("gone", 30.0, "measured"),
+        ("gone", 120.0, "pending"),
+        ("kept", 30.0, "measured"),
+        ("kept", 120.0, "pending"),
+    ]
+    later = checkpoint_table(frames, now=1000 + 120 + GRACE_S + 1)
+    assert set(later.loc[later["checkpoint_s"] == 120.0, "status"]) == {"unknown"}
+    assert set(later.loc[later["checkpoint_s"] == 120.0, "reason"]) == {"stopped"}
+    curve = survival(frames, now=1000 + 10_000)
+    assert curve["checkpoint_s"].tolist() == [30.0, 120.0]
+    assert curve["survival"].iloc[0] == 0.5 and curve["unknown"].iloc[1] == 2
+    assert curve["survival"].isna().iloc[1]  # nothing measured at 120 s: unknown, not 0
+
+
+def test_report_shows_persisted_cpo_and_keystrokes_saved_beside_cpo() -> None:
+    from opportune.telemetry.frames import EventFrames
+    from opportune.telemetry.report import build_report, render
+
+    report = build_report(EventFrames.from_events(_rows()), now=1000 + 10_000)
+    group = report["groups"][0]
+    assert group["factors"]["cpo"] == 10.0  # 20 accepted chars over 2 opportunities
+    assert group["follow_up"]["persistence"] == 0.5  # at the last measured checkpoint (30 s)
+    assert group["follow_up"]["persisted_cpo"] == 5.0
+    assert group["follow_up"]["keystrokes_saved_per_opportunity"] == 9.0
+    text = render(report)
+    assert "persisted CPO" in text and "50% (2 measured, 0 unknown, 0 pending)" in text
+    assert "- (0 measured, 2 unknown, 0 pending)" in text
