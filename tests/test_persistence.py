@@ -7,10 +7,10 @@ import asyncio
 from typing import Any
 
 from opportune.server.backends.fake import FakeBackend
-from opportune.server.config import Settings, resolve
-from opportune.server.documents import Document, Position
 from opportune.server.completion import Effective, Engine
 from opportune.server.completion.persistence import PersistenceTracker, kept_fraction
+from opportune.server.config import Settings, resolve
+from opportune.server.documents import Document, Position
 from opportune.telemetry import events as ev
 
 COMMON = ev.Common("install", "session")
