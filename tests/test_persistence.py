@@ -334,3 +334,11 @@ def test_report_shows_persisted_cpo_and_keystrokes_saved_beside_cpo() -> None:
     text = render(report)
     assert "persisted CPO" in text and "50% (2 measured, 0 unknown, 0 pending)" in text
     assert "- (0 measured, 2 unknown, 0 pending)" in text
+
+
+def test_memory_stays_bounded_however_many_suggestions_are_accepted() -> None:
+    from bench.persistence import memory
+
+    m = memory(3000, 256)
+    assert m["followed"] == 256  # the bound: the oldest are recorded unknown (evicted), not kept
+    assert m["bytes_per_followed"] < 4096, m

@@ -108,10 +108,9 @@ class Tracked:
     pending: list[float]  # checkpoints (s after the accept) not yet recorded, ascending
     awaiting: bool = False  # accepted before its text reached the document: the next insertion there is it
 
-    def shift(self, edit: TextEdit) -> None:
-        start, old_end, new_len = _trimmed(edit)
-        if start == old_end and new_len == 0:
-            return
+    def shift(self, edit: TextEdit, trimmed: tuple[int, int, int]) -> None:
+        """Follow ``edit`` (``trimmed``: its changed part, as ``_trimmed`` gives it)."""
+        start, old_end, new_len = trimmed
         delta = new_len - (old_end - start)
         if self.awaiting:
             # Its text arrives now (the client reported the accept before sending the insertion).
@@ -218,8 +217,11 @@ class PersistenceTracker:
         if not followed:
             return
         for edit in edits:
+            trimmed = _trimmed(edit)
+            if trimmed[0] == trimmed[1] and trimmed[2] == 0:
+                continue  # changed nothing
             for tracked in followed.values():
-                tracked.shift(edit)
+                tracked.shift(edit, trimmed)
 
     def closed(self, uri: str) -> None:
         """The document closed: its suggestions' remaining checkpoints are unknown."""
