@@ -342,3 +342,27 @@ def test_memory_stays_bounded_however_many_suggestions_are_accepted() -> None:
     m = memory(3000, 256)
     assert m["followed"] == 256  # the bound: the oldest are recorded unknown (evicted), not kept
     assert m["bytes_per_followed"] < 4096, m
+
+
+def test_a_store_from_before_persistence_is_migrated_and_reads_zero_keystrokes(tmp_path: Any) -> None:
+    import sqlite3
+
+    from opportune.telemetry.store import SCHEMA_VERSION, EventStore, open_events
+
+    db = tmp_path / "old.db"
+    c = ev.Common("i", "s")
+    with EventStore(db) as store:
+        store.record(ev.Outcome(c, "old", "accepted", accepted_chars=5))
+    with sqlite3.connect(db) as conn:  # as a store of schema 1 looked
+        conn.execute("DROP TABLE persistence")
+        conn.execute("ALTER TABLE outcome DROP COLUMN keystrokes_saved")
+        conn.execute("DELETE FROM schema_version WHERE version > 1")
+    with EventStore(db) as store:
+        store.record(ev.Persistence(c, "new", "measured", 30.0, accepted_chars=4, kept_chars=4, fraction=1.0))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("SELECT keystrokes_saved FROM outcome").fetchall() == [(0,)]
+        columns = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(persistence)")}
+    assert columns["fraction"] == "REAL" and columns["kept_chars"] == "INTEGER"  # typed, not guessed
+    frames = open_events([db])
+    assert frames["persistence"]["fraction"].tolist() == [1.0]
