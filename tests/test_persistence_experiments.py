@@ -34,14 +34,14 @@ def test_the_same_lift_with_persistence_kept_ships() -> None:
 
 
 def test_aa_persistence_intervals_cover_zero_and_rarely_breach() -> None:
-    """A/A experiments, 300 per size: at 100 installs per arm the persistence difference's 95% interval
+    """A/A experiments, 200 per size: at 100 installs per arm the persistence difference's 95% interval
     covers 0 in 90%..99% of them; at 30 and 100 the guardrail (with its margin) trips in at most 3%.
 
     (At 5 installs per arm the delta method's normal interval trips it in ~8%: the small-sample inference
     of issue 18 replaces it; measured figures are in the branch's report.)"""
     for installs in (30, 100):
         rng = np.random.default_rng(11)
-        runs, covered, breached = 300, 0, 0
+        runs, covered, breached = 200, 0, 0
         for _ in range(runs):
             units = simulate_units({"control": BASE, "treatment": BASE}, installs, rng)
             result = analyse_units(units, "aa").arm("treatment")
