@@ -11,7 +11,9 @@ inserted in one edit, ``opportune.accept`` run), as an editor would.
 Every ``--sample`` seconds the server's RSS (``VmRSS`` in /proc/<pid>/status) is read.  The report gives RSS at
 start (after ``--warmup``), end and max, and per minute: keystrokes, answers, suggestions, cancellations,
 latency p50/p95 and RSS.  At the end the telemetry store is checked against what was sent: every keystroke
-that was an edit at the cursor must be an ``opportunity`` row (events lost to the store show here).
+that was an edit at the cursor must be an ``opportunity`` row (events lost to the store show here).  The
+accepted suggestions are followed for persistence (``--persistence S,S``: short checkpoints make a short soak
+exercise it); the report counts the ``persistence`` rows by status.
 
 Run: ``cd /work/main && python -m bench.soak`` (real model, 30 minutes) or
 ``python -m bench.soak --backend fake --minutes 2``.
@@ -94,6 +96,7 @@ class SoakReport:
     crashed: bool = False
     returncode: int | None = None
     behind_s: float = 0.0  # worst lateness of the typist's schedule (the client could not keep up)
+    persistence_rows: dict[str, int] = field(default_factory=dict)  # status -> rows in the store
 
     @property
     def rss_start_kb(self) -> int:
@@ -123,6 +126,8 @@ class SoakReport:
             f"telemetry: {self.edits_at_cursor} edits at the cursor sent, {self.opportunities_stored} opportunities "
             f"stored ({self.lost_events} lost); requests never answered: {self.unanswered}; typist behind by at most "
             f"{self.behind_s * 1000:.0f} ms",
+            "persistence rows: "
+            + (", ".join(f"{n} {status}" for status, n in sorted(self.persistence_rows.items())) or "none"),
             " min   keys answd  sugg.  acc. cancel  p50(ms)  p95(ms)  RSS(MB)",
         ]
         lines += [m.row(i + 1) for i, m in enumerate(self.minutes)]
@@ -140,6 +145,7 @@ class SoakReport:
             "opportunities_stored": self.opportunities_stored,
             "unanswered": self.unanswered,
             "crashed": self.crashed,
+            "persistence_rows": self.persistence_rows,
             "minutes": [
                 {
                     "keystrokes": m.keystrokes,
@@ -339,6 +345,7 @@ async def run_soak(
                 report.crashed, report.returncode = True, server.returncode
         # raw_session shut the server down: the store is flushed (close() flushes).
         report.opportunities_stored = _stored(db, "opportunity")
+        report.persistence_rows = _by_status(db)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -368,6 +375,16 @@ def _stored(db: Path, table: str) -> int:
         return 0
 
 
+def _by_status(db: Path) -> dict[str, int]:
+    try:
+        with sqlite3.connect(db) as conn:
+            return {
+                str(s): int(n) for s, n in conn.execute("select status, count(*) from persistence group by 1")
+            }
+    except sqlite3.Error:
+        return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -377,8 +394,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before the RSS baseline")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--db", type=Path, help="telemetry store (default: a temporary file)")
+    parser.add_argument(
+        "--persistence",
+        metavar="S,S",
+        help="persistence checkpoints in seconds, or off (default: the server's, 30,120,600)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    options = (
+        {
+            "telemetry": {
+                "persistenceCheckpointsS": []
+                if args.persistence == "off"
+                else [float(x) for x in args.persistence.split(",")]
+            }
+        }
+        if args.persistence
+        else None
+    )
     report = asyncio.run(
         run_soak(
             args.minutes * 60,
@@ -388,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup_s=args.warmup,
             seed=args.seed,
             db=args.db,
+            options=options,
             progress=lambda s: print(s, file=sys.stderr, flush=True),
         )
     )

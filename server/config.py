@@ -96,6 +96,12 @@ class TelemetrySettings:
     """Address the Prometheus endpoint listens on; keep loopback unless the network is trusted."""
     install_id: str = ""
     """Randomisation unit for experiments; empty means a random id kept in the state directory."""
+    persistence_checkpoints_s: list[float] = field(default_factory=lambda: [30.0, 120.0, 600.0])
+    """Seconds after an accept at which the server measures how much of the accepted text is still there
+    (a ``persistence`` row each; 1 to 8 checkpoints, each 0.1 s to 1 day; empty turns tracking off)."""
+    persistence_max_tracked: int = 256
+    """Most accepted suggestions followed at once; beyond it the oldest one's remaining checkpoints are
+    recorded as unknown (bounds the memory of a long session)."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,11 @@ def _coerce(value: Any, annotation: Any, where: str, errors: list[str]) -> Any:
     elif origin is dict:
         if isinstance(value, Mapping):
             return dict(value)
+    elif origin is list and get_args(annotation) and get_args(annotation)[0] is float:
+        if isinstance(value, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        ):
+            return [float(v) for v in value]
     elif origin is list and get_args(annotation) and dataclasses.is_dataclass(get_args(annotation)[0]):
         if isinstance(value, list):
             item_type = get_args(annotation)[0]
@@ -335,7 +346,10 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("model", "timeout_ms"): (100, 600_000),
     ("telemetry", "flush_interval_s"): (0.01, 3_600),
     ("telemetry", "metrics_port"): (0, 65_535),
+    ("telemetry", "persistence_max_tracked"): (1, 100_000),
 }
+PERSISTENCE_CHECKPOINT_RANGE_S = (0.1, 86_400.0)
+MAX_PERSISTENCE_CHECKPOINTS = 8
 
 
 def _check_ranges(s: Settings, base: Settings) -> tuple[Settings, list[str]]:
@@ -348,6 +362,21 @@ def _check_ranges(s: Settings, base: Settings) -> tuple[Settings, list[str]]:
                 f"{section}.{key} must be between {lo:g} and {hi:g}; got {value:g}, kept {kept:g}"
             )
             s = dataclasses.replace(s, **{section: dataclasses.replace(getattr(s, section), **{key: kept})})
+    t = s.telemetry
+    lo_s, hi_s = PERSISTENCE_CHECKPOINT_RANGE_S
+    if len(t.persistence_checkpoints_s) > MAX_PERSISTENCE_CHECKPOINTS or not all(
+        lo_s <= v <= hi_s for v in t.persistence_checkpoints_s
+    ):
+        kept_list = base.telemetry.persistence_checkpoints_s
+        problems.append(
+            f"telemetry.persistence_checkpoints_s must hold at most {MAX_PERSISTENCE_CHECKPOINTS} values "
+            f"between {lo_s:g} and {hi_s:g}; kept {kept_list}"
+        )
+        t = dataclasses.replace(t, persistence_checkpoints_s=list(kept_list))
+    s = dataclasses.replace(
+        s,
+        telemetry=dataclasses.replace(t, persistence_checkpoints_s=sorted(set(t.persistence_checkpoints_s))),
+    )
     c = s.completion
     if c.context_tokens > s.model.n_ctx - c.max_tokens:
         fitted = max(32, s.model.n_ctx - c.max_tokens)

@@ -17,6 +17,10 @@ Counting rules:
   the acceptance rate cannot exceed 1;
 - outcome: one per completion id: an explicit client report beats an inferred one, otherwise the
   latest wins; accepted = outcomes ``accepted`` or ``partial``, with their characters and tokens;
+- keystrokes saved: the ``keystrokes_saved`` of the resolved accepted outcomes (characters not typed
+  minus one key per accept or partial accept);
+- persistence: ``persisted_chars`` / ``measured_chars``, the characters still there at each accepted
+  suggestion's last measured checkpoint over its accepted characters (``opportune.telemetry.persistence``);
 - latency: ``latency_total_ms`` of responses that returned a suggestion (``loss_reason`` NULL);
 - losses: ``loss_reason`` counts of responses, and the trigger ``skip`` rules separately.
 
@@ -37,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from opportune.telemetry.frames import EventFrames
+from opportune.telemetry.persistence import checkpoint_table, last_measured, survival_of
 from opportune.telemetry.schema import parse_stages
 
 # User-facing grouping names -> the column they group by.
@@ -60,6 +65,9 @@ COUNT_COLUMNS: tuple[str, ...] = (
     "accepted_tokens",
     "responses",
     "errors",
+    "keystrokes_saved",
+    "persisted_chars",
+    "measured_chars",
 )
 
 # factor name -> (numerator count, denominator count).  CPO is last; the five before it multiply to it.
@@ -72,6 +80,11 @@ FACTORS: dict[str, tuple[str, str]] = {
 }
 CPO_RATIO: tuple[str, str] = ("accepted_chars", "opportunities")
 METRICS: dict[str, tuple[str, str]] = {**FACTORS, "cpo": CPO_RATIO}
+# What followed the accepts, beside CPO (not factors of it): also ratios of sums over the same units.
+FOLLOW_UP: dict[str, tuple[str, str]] = {
+    "keystrokes_saved_per_opportunity": ("keystrokes_saved", "opportunities"),
+    "persistence": ("persisted_chars", "measured_chars"),
+}
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -181,6 +194,7 @@ def funnel_counts(frames: EventFrames, by: Sequence[str] = ()) -> pd.DataFrame:
 
     accepted = accepted_outcomes(frames)
     by_accepted = grouped(accepted)
+    by_persisted = grouped(last_measured(frames))
     responses = _keyed(frames.responses, keys)
     parts: list[pd.Series] = [
         grouped(frames.opportunities).size().rename("opportunities"),
@@ -191,6 +205,9 @@ def funnel_counts(frames: EventFrames, by: Sequence[str] = ()) -> pd.DataFrame:
         by_accepted["accepted_tokens"].sum().rename("accepted_tokens"),
         _by_groups(responses, group_keys).size().rename("responses"),
         _by_groups(responses[responses["loss_reason"] == "error"], group_keys).size().rename("errors"),
+        by_accepted["keystrokes_saved"].sum().rename("keystrokes_saved"),
+        by_persisted["kept_chars"].sum().rename("persisted_chars"),
+        by_persisted["accepted_chars"].sum().rename("measured_chars"),
     ]
     table = pd.concat(parts, axis=1).fillna(0).astype("int64")
     table = table.reset_index()
@@ -211,11 +228,20 @@ class Funnel:
     accepted: int = 0
     accepted_chars: int = 0
     accepted_tokens: int = 0
+    keystrokes_saved: int = 0
+    persisted_chars: int = 0
+    measured_chars: int = 0
 
     @classmethod
     def from_counts(cls, counts: Any) -> Funnel:
-        """From a mapping or a row with the count columns."""
-        return cls(**{name: int(counts[name]) for name in cls.__dataclass_fields__})
+        """From a mapping or a row with the count columns (follow-up counts it lacks are 0)."""
+        return cls(
+            **{
+                name: int(counts[name])
+                for name in cls.__dataclass_fields__
+                if name in counts or name not in ("keystrokes_saved", "persisted_chars", "measured_chars")
+            }
+        )
 
     @property
     def attempt_rate(self) -> float | None:
@@ -241,6 +267,29 @@ class Funnel:
     def cpo(self) -> float | None:
         return ratio(self.accepted_chars, self.opportunities)
 
+    @property
+    def keystrokes_saved_per_opportunity(self) -> float | None:
+        return ratio(self.keystrokes_saved, self.opportunities)
+
+    @property
+    def persistence(self) -> float | None:
+        """Accepted characters still there at the last checkpoint, over those measured."""
+        return ratio(self.persisted_chars, self.measured_chars)
+
+    @property
+    def persisted_cpo(self) -> float | None:
+        """CPO x persistence: accepted characters per opportunity that stayed (see telemetry.persistence)."""
+        cpo, kept = self.cpo, self.persistence
+        return None if cpo is None or kept is None else cpo * kept
+
+    def follow_up(self) -> dict[str, float | None]:
+        """Keystrokes saved per opportunity, persistence and persisted CPO, by name."""
+        return {
+            "keystrokes_saved_per_opportunity": self.keystrokes_saved_per_opportunity,
+            "persistence": self.persistence,
+            "persisted_cpo": self.persisted_cpo,
+        }
+
     def factors(self) -> dict[str, float | None]:
         """The five factors and CPO, by name (``METRICS`` order)."""
         return {name: getattr(self, name) for name in METRICS}
@@ -265,10 +314,13 @@ class GroupSummary:
     loss_reasons: dict[str, int] = field(default_factory=dict)
     skip_rules: dict[str, int] = field(default_factory=dict)
     stage_medians_ms: dict[str, float] = field(default_factory=dict)
+    # Per checkpoint: seconds, measured / unknown / pending counts, survival (kept / accepted chars).
+    persistence: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["factors"] = self.funnel.factors()
+        out["follow_up"] = self.funnel.follow_up()
         return out
 
 
@@ -290,8 +342,10 @@ def _per_group(series: pd.Series) -> dict[tuple[Any, ...], dict[str, Any]]:
     return out
 
 
-def summarise(frames: EventFrames, by: Sequence[str] = ()) -> list[GroupSummary]:
-    """One ``GroupSummary`` per group (sorted by key), or one for everything when ``by`` is empty."""
+def summarise(frames: EventFrames, by: Sequence[str] = (), now: float | None = None) -> list[GroupSummary]:
+    """One ``GroupSummary`` per group (sorted by key), or one for everything when ``by`` is empty.
+
+    ``now`` decides which persistence checkpoints are still pending (default: the current time)."""
     keys = [group_column(b) for b in by]
     group_keys = keys or ["_all"]
     if "model_id" in keys:
@@ -328,6 +382,12 @@ def summarise(frames: EventFrames, by: Sequence[str] = ()) -> list[GroupSummary]
         ]
     ).drop_duplicates()
     installs = {_as_key(k): int(v) for k, v in _by_groups(install_rows, group_keys).size().items()}
+    persistence: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for record in survival_of(_keyed(checkpoint_table(frames, now), keys), group_keys).to_dict("records"):
+        key = tuple(record.pop(k) for k in group_keys)
+        persistence.setdefault(key, []).append(
+            {k: (None if k == "survival" and pd.isna(v) else v) for k, v in record.items()}
+        )
 
     summaries: list[GroupSummary] = []
     for _, row in counts.iterrows():
@@ -343,6 +403,7 @@ def summarise(frames: EventFrames, by: Sequence[str] = ()) -> list[GroupSummary]
                 loss_reasons=_sorted_counts(losses.get(key, {})),
                 skip_rules=_sorted_counts(skips.get(key, {})),
                 stage_medians_ms={k: float(v) for k, v in sorted(stages.get(key, {}).items())},
+                persistence=persistence.get(key, []),
             )
         )
     return summaries

@@ -21,6 +21,9 @@ OutcomeKind = Literal["accepted", "partial", "rejected"]
 # ``model_id`` of rows recorded before the model was known (still loading, or a remote server that has not
 # named its model yet); per-model reports leave these rows out.
 UNKNOWN_MODEL = "unknown"
+# A persistence row: the start of tracking (with the checkpoints planned), a measurement, or a checkpoint
+# that could not be measured (the document closed, the server stopped, the suggestion was evicted).
+PersistenceStatus = Literal["tracking", "measured", "unknown"]
 
 
 def new_id() -> str:
@@ -129,6 +132,9 @@ class Outcome(Event):
     accepted_tokens: int = 0
     reason: str = ""
     inferred: bool = False
+    # Characters the user did not type minus the keys spent accepting (one per accept or partial accept);
+    # characters the user typed through themselves save nothing.
+    keystrokes_saved: int = 0
 
 
 CLIENT_REJECT_REASONS = frozenset({"dismissed", "typed_over", "superseded", "other"})
@@ -145,4 +151,39 @@ def client_reject_reason(reason: object, store_text: bool) -> str:
     return "other"
 
 
-EVENT_TYPES: tuple[type[Event], ...] = (Edit, Opportunity, Skip, Attempt, Response, Shown, Outcome)
+@dataclass(frozen=True)
+class Persistence(Event):
+    """What stayed of an accepted suggestion, measured at checkpoints after the accept.
+
+    One ``tracking`` row when tracking starts (``checkpoints``: the planned checkpoints in seconds, comma
+    separated), then one row per checkpoint: ``measured`` (``fraction`` of the accepted characters still
+    there around where they were inserted, ``kept_chars``) or ``unknown`` (``reason``: closed, shutdown,
+    evicted).  A checkpoint with no row after its time has passed (the server was killed) is unknown too:
+    the analysis (``opportune.telemetry.persistence``) derives it from the tracking row.  No source text
+    unless ``store_text``.
+    """
+
+    kind: ClassVar[str] = "persistence"
+    completion_id: str
+    status: PersistenceStatus
+    checkpoint_s: float = 0.0
+    checkpoints: str = ""
+    accepted_chars: int = 0
+    kept_chars: int = 0
+    fraction: float | None = None
+    reason: str = ""
+    kept_text: str | None = None  # only with store_text: the text there at this checkpoint
+    prefix_text: str | None = None  # only with store_text, on the tracking row: the code before it
+    suffix_text: str | None = None  # only with store_text, on the tracking row: the code after it
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    Edit,
+    Opportunity,
+    Skip,
+    Attempt,
+    Response,
+    Shown,
+    Outcome,
+    Persistence,
+)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from opportune.telemetry.assignment import validate_arms
-from opportune.telemetry.cpo import METRICS, Funnel, funnel_counts, returned_latencies
+from opportune.telemetry.cpo import FOLLOW_UP, METRICS, Funnel, funnel_counts, returned_latencies
 from opportune.telemetry.frames import EventFrames, json_safe
 from opportune.telemetry.numbers import percentile
 
@@ -55,6 +55,11 @@ class Guardrails:
     latency_p95_max_ms: float | None = None  # absolute ceiling, if any
     error_rate_max_increase: float = 0.005  # absolute increase, when also statistically significant
     min_latency_samples: int = 20  # fewer returned suggestions: no latency verdict
+    # Persistence (share of accepted characters still there at the last checkpoint): breached when the
+    # treatment's is lower than control's by more than this margin, significantly (the upper end of the
+    # difference's interval below -margin): a treatment that raises CPO with code people then delete is
+    # not shipped.
+    persistence_max_decrease: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,9 @@ class ArmResult:
     error_rate_comparison: Comparison | None
     guardrail_breaches: list[str]
     verdict: Verdict
+    # Keystrokes saved per opportunity and persistence (ratios over the arm's units, as the metrics).
+    follow_up: dict[str, Estimate] = field(default_factory=dict)
+    persistence_comparison: Comparison | None = None
 
 
 @dataclass(frozen=True)
@@ -324,6 +332,14 @@ def analyse_units(
             for name, (num, den) in METRICS.items()
         }
         errors[arm] = ratio_of_means(table["errors"].to_numpy(), table["attempts"].to_numpy(), z)
+    follow_up: dict[str, dict[str, Estimate]] = {
+        arm: {
+            name: ratio_of_means(table[num].to_numpy(), table[den].to_numpy(), z)
+            for name, (num, den) in FOLLOW_UP.items()
+            if num in table.columns and den in table.columns
+        }
+        for arm, table in per_arm.items()
+    }
 
     treatments = [arm for arm in arm_order if arm != control]
     comparisons: dict[str, dict[str, Comparison]] = {
@@ -359,11 +375,20 @@ def analyse_units(
                     error_rate_comparison=None,
                     guardrail_breaches=[],
                     verdict="control",
+                    follow_up=follow_up[arm],
                 )
             )
             continue
         error_comparison = _with_significance(compare(errors[arm], errors[control], z), alpha, adjusted=False)
         breaches = _breaches(p95, control_p95, error_comparison, guardrails)
+        persistence_comparison = None
+        if "persistence" in follow_up[arm] and "persistence" in follow_up[control]:
+            persistence_comparison = _with_significance(
+                compare(follow_up[arm]["persistence"], follow_up[control]["persistence"], z),
+                alpha,
+                adjusted=False,
+            )
+            breaches += _persistence_breach(persistence_comparison, guardrails)
         cpo = comparisons[arm]["cpo"]
         verdict: Verdict
         if srm.alarm:
@@ -388,6 +413,8 @@ def analyse_units(
                 error_rate_comparison=error_comparison,
                 guardrail_breaches=breaches,
                 verdict=verdict,
+                follow_up=follow_up[arm],
+                persistence_comparison=persistence_comparison,
             )
         )
     return ExperimentAnalysis(
@@ -453,6 +480,17 @@ def _breaches(
             f"{guardrails.error_rate_max_increase:.2%} allowed"
         )
     return breaches
+
+
+def _persistence_breach(c: Comparison, guardrails: Guardrails) -> list[str]:
+    """The persistence guardrail: lower than control by more than the margin, with 95% confidence."""
+    margin = guardrails.persistence_max_decrease
+    if c.difference is None or c.difference_ci_high is None or c.difference_ci_high >= -margin:
+        return []
+    return [
+        f"persistence down {-c.difference:.1%} (interval up to {-c.difference_ci_high:.1%} down), more than "
+        f"the {margin:.0%} allowed: accepted code is deleted more often"
+    ]
 
 
 def log_lift(treatment: Mapping[str, Estimate], control: Mapping[str, Estimate]) -> dict[str, float | None]:

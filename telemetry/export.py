@@ -1,12 +1,13 @@
 """``opportune export``: telemetry events as rows for a warehouse (NDJSON or Parquet), and the way back.
 
     opportune export --db PATH [--db PATH ...] [--since WHEN] --format ndjson|parquet --out PATH
+    opportune export --format dataset --out PATH   (opt-in text only; see opportune.telemetry.dataset)
 
 Several stores are merged first, each event once.  One row per event; ``kind`` says which event it is.
 
 Schema (version 1).  Every row:
 
-    kind            string   opportunity | edit | skip | attempt | response | shown | outcome
+    kind            string   opportunity | edit | skip | attempt | response | shown | outcome | persistence
     event_id        string   unique id of the event (hex)
     ts              double   Unix time in seconds, UTC
     install_id      string   the installation (the experiment's randomisation unit)
@@ -35,7 +36,14 @@ every column, null where the kind lacks it):
                  reused_tokens int64, completion_text string|null, prompt_text string|null
     shown        completion_id string, attempt_id string, inferred bool
     outcome      completion_id string, outcome string (accepted|partial|rejected), accepted_chars int64,
-                 accepted_tokens int64, reason string, inferred bool
+                 accepted_tokens int64, reason string, inferred bool, keystrokes_saved int64 (characters
+                 not typed minus one key per accept or partial accept)
+    persistence  completion_id string, status string (tracking|measured|unknown), checkpoint_s double
+                 (seconds after the accept; 0 on tracking rows), checkpoints string (the planned ones,
+                 comma-separated, on tracking rows), accepted_chars int64, kept_chars int64, fraction
+                 double|null (of the accepted characters still there; measured rows), reason string
+                 (unknown rows: closed|shutdown|evicted), kept_text string|null, prefix_text string|null,
+                 suffix_text string|null
 
 ``*_text`` columns are null unless the store was written with ``store_text`` on.  Parquet needs pyarrow
 (``pip install pyarrow``); NDJSON needs nothing.  ``load_export``/``import_events`` read either format
@@ -57,8 +65,8 @@ from opportune.telemetry.frames import EventFrames
 from opportune.telemetry.schema import COLUMNS, KINDS, row_to_event
 from opportune.telemetry.store import StoreError, open_events, store_paths
 
-Format = Literal["ndjson", "parquet"]
-FORMATS: tuple[Format, ...] = ("ndjson", "parquet")
+Format = Literal["ndjson", "parquet", "dataset"]
+FORMATS: tuple[Format, ...] = ("ndjson", "parquet", "dataset")
 EXPORT_SCHEMA_VERSION = 1
 PYARROW_MISSING = "parquet export needs pyarrow: pip install pyarrow (or use --format ndjson)"
 
@@ -119,7 +127,19 @@ def write_parquet(frames: EventFrames, path: Path) -> int:
 def export_events(frames: EventFrames, out: Path | str, fmt: Format = "ndjson") -> int:
     """Write ``frames`` to ``out`` (``-`` is stdout, NDJSON only); return the number of rows."""
     if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}; choose ndjson or parquet")
+        raise ExportError(f"unknown format {fmt!r}; choose ndjson, parquet or dataset")
+    if fmt == "dataset":
+        from opportune.telemetry.dataset import DatasetUnavailable, dataset_records, write_dataset
+        from opportune.telemetry.redact import RedactionUnavailable
+
+        try:
+            records = list(dataset_records(frames))  # all checked and redacted before a byte is written
+        except (DatasetUnavailable, RedactionUnavailable) as exc:
+            raise ExportError(str(exc)) from None
+        if str(out) == "-":
+            return write_dataset(records, sys.stdout)
+        with Path(out).open("w", encoding="utf-8") as f:
+            return write_dataset(records, f)
     if str(out) == "-":
         if fmt != "ndjson":
             raise ExportError("only ndjson can be written to stdout")
@@ -193,7 +213,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="telemetry store; repeat to merge several. Default: the user's store",
     )
     parser.add_argument("--since", metavar="WHEN", help="only events since an ISO date or an age (7d, 24h)")
-    parser.add_argument("--format", choices=FORMATS, default="ndjson", help="output format (default: ndjson)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="ndjson",
+        help="output format (default: ndjson); dataset: prompts, suggestions and the code kept, redacted "
+        "(needs telemetry.store_text = true)",
+    )
     parser.add_argument("--out", required=True, metavar="PATH", help="output file; '-' for stdout (ndjson)")
 
 
@@ -215,5 +241,6 @@ def run(args: argparse.Namespace, err: TextIO | None = None) -> int:
         print(f"opportune export: error: {exc}", file=err)
         return 2
     if str(args.out) != "-":
-        print(f"exported {n:,} events to {args.out}", file=err)
+        what = "records" if args.format == "dataset" else "events"
+        print(f"exported {n:,} {what} to {args.out}", file=err)
     return 0

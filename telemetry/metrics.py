@@ -10,6 +10,13 @@ Every series is labelled by ``arm`` and ``language``:
     opportune_losses_total{reason}           attempts that showed nothing, by reason
     opportune_latency_seconds                histogram: total latency of returned suggestions
     opportune_stage_seconds{stage}           histogram: time per pipeline stage
+    opportune_keystrokes_saved_total         characters not typed minus keys spent accepting
+    opportune_persistence_checkpoints_total{checkpoint,status}  checkpoints measured or unknown
+    opportune_persistence_accepted_chars_total{checkpoint}      accepted characters measured at a checkpoint
+    opportune_persistence_kept_chars_total{checkpoint}          of those, still there
+
+Persistence at a checkpoint is kept / accepted chars (e.g. ``rate(..._kept_chars_total{checkpoint="600"}[1d])
+/ rate(..._accepted_chars_total{checkpoint="600"}[1d])``); persisted CPO is CPO times it.
 
 The live counters are for dashboards and alerts; the store (``opportune.telemetry.store``) is the record the
 reports and experiments use.  ``Metrics.observe(event)`` updates them from the same events the store
@@ -30,7 +37,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 
-from opportune.telemetry.events import Attempt, Event, Opportunity, Outcome, Response, Shown
+from opportune.telemetry.events import Attempt, Event, Opportunity, Outcome, Persistence, Response, Shown
 from opportune.telemetry.schema import parse_stages
 
 logger = logging.getLogger(__name__)
@@ -145,6 +152,30 @@ class Metrics:
             buckets=STAGE_BUCKETS_S,
             registry=r,
         )
+        self.keystrokes_saved = Counter(
+            "opportune_keystrokes_saved",
+            "Characters not typed minus keys spent accepting",
+            _LABELS,
+            registry=r,
+        )
+        self.persistence_checkpoints = Counter(
+            "opportune_persistence_checkpoints",
+            "Persistence checkpoints of accepted suggestions, measured or unknown",
+            (*_LABELS, "checkpoint", "status"),
+            registry=r,
+        )
+        self.persistence_accepted_chars = Counter(
+            "opportune_persistence_accepted_chars",
+            "Accepted characters measured at a persistence checkpoint",
+            (*_LABELS, "checkpoint"),
+            registry=r,
+        )
+        self.persistence_kept_chars = Counter(
+            "opportune_persistence_kept_chars",
+            "Accepted characters still there at a persistence checkpoint",
+            (*_LABELS, "checkpoint"),
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._shown_ids: OrderedDict[str, None] = OrderedDict()
         self._accepted_ids: OrderedDict[str, None] = OrderedDict()
@@ -196,6 +227,13 @@ class Metrics:
             and self._first(self._accepted_ids, event.completion_id)
         ):
             self.accepted(arm, language, event.accepted_chars)
+            self.keystrokes_saved.labels(arm, language).inc(max(0, event.keystrokes_saved))
+        elif isinstance(event, Persistence) and event.status != "tracking":
+            checkpoint = f"{event.checkpoint_s:g}"
+            self.persistence_checkpoints.labels(arm, language, checkpoint, event.status).inc()
+            if event.status == "measured":
+                self.persistence_accepted_chars.labels(arm, language, checkpoint).inc(event.accepted_chars)
+                self.persistence_kept_chars.labels(arm, language, checkpoint).inc(event.kept_chars)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> MetricsServer:
         """Serve ``/metrics`` over HTTP on host:port (port 0: any free port) in a daemon thread."""

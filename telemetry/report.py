@@ -160,8 +160,11 @@ def build_report(
     experiment: str | None = None,
     control: str | None = None,
     weights: Mapping[str, float] | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """The report as JSON-ready data: the summary groups, or the experiment analysis."""
+    """The report as JSON-ready data: the summary groups, or the experiment analysis.
+
+    ``now`` (default: the current time) decides which persistence checkpoints are still pending."""
     report: dict[str, Any] = {
         "stores": [str(p) for p in paths],
         "since": _iso(since) if since is not None else None,
@@ -172,7 +175,7 @@ def build_report(
         report["experiment"] = analyse(frames, experiment, control, weights=weights).to_dict()
     else:
         report["by"] = by
-        report["groups"] = [s.to_dict() for s in summarise(frames, [by] if by else [])]
+        report["groups"] = [s.to_dict() for s in summarise(frames, [by] if by else [], now=now)]
     return json_safe(report)
 
 
@@ -266,6 +269,9 @@ def render_summary(groups: Sequence[Mapping[str, Any]], by: str | None = None) -
             "l" + "r" * (len(METRICS) + 2),
         )
     )
+    kept = _what_stayed(groups, name, label)
+    if kept:
+        blocks.append(kept)
     for title, key, fmt in (
         ("Losses: attempts that showed nothing, by reason", "loss_reasons", fmt_count),
         ("Skipped by trigger rules", "skip_rules", fmt_count),
@@ -275,6 +281,57 @@ def render_summary(groups: Sequence[Mapping[str, Any]], by: str | None = None) -
         if block:
             blocks.append(f"{title}\n{block}")
     return "\n\n".join(blocks)
+
+
+def _checkpoint(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def _what_stayed(
+    groups: Sequence[Mapping[str, Any]], name: Callable[[Mapping[str, Any]], str], label: str
+) -> str:
+    """Keystrokes saved, persisted CPO beside CPO, and the share of accepted characters still there at each
+    checkpoint (with how many were measured, unknown, pending); empty when nothing was accepted."""
+    if not any(g["funnel"]["accepted"] or g.get("persistence") for g in groups):
+        return ""
+    checkpoints = sorted({c["checkpoint_s"] for g in groups for c in g.get("persistence", [])})
+    rows = []
+    for g in groups:
+        follow = g.get("follow_up", {})
+        by_checkpoint = {c["checkpoint_s"]: c for c in g.get("persistence", [])}
+        cells = []
+        for checkpoint in checkpoints:
+            c = by_checkpoint.get(checkpoint)
+            if c is None:
+                cells.append(DASH)
+                continue
+            share = fmt_share(c["survival"])
+            cells.append(
+                f"{share} ({c['measured']} measured, {c['unknown']} unknown, {c['pending']} pending)"
+            )
+        rows.append(
+            [
+                name(g),
+                fmt_metric("cpo", g["factors"]["cpo"]),
+                fmt_metric("cpo", follow.get("persisted_cpo")),
+                fmt_share(follow.get("persistence")),
+                DASH
+                if follow.get("keystrokes_saved_per_opportunity") is None
+                else f"{follow['keystrokes_saved_per_opportunity']:.3f}",
+                *cells,
+            ]
+        )
+    return (
+        "What stayed: persisted CPO = CPO x the share of accepted characters still there at the last checkpoint"
+        " (unknown checkpoints -- document closed, server stopped -- are left out, not counted as lost)\n"
+        + format_table(
+            [label, "CPO", "persisted CPO", "persistence", "keys saved/opp", *map(_checkpoint, checkpoints)],
+            rows,
+            "lrrrr" + "l" * len(checkpoints),
+        )
+    )
 
 
 def _breakdown(
@@ -394,6 +451,7 @@ def render_experiment(analysis: Mapping[str, Any] | ExperimentAnalysis) -> str:
             fmt_ms(arm["latency_p50_ms"]),
             fmt_ms(arm["latency_p95_ms"]),
             _estimate("error_rate", arm["error_rate"]),
+            _estimate("persistence_rate", arm.get("follow_up", {}).get("persistence") or {"value": None}),
             "; ".join(arm["guardrail_breaches"]) or (DASH if arm["arm"] == control else "ok"),
         ]
         for arm in arms
@@ -401,7 +459,11 @@ def render_experiment(analysis: Mapping[str, Any] | ExperimentAnalysis) -> str:
     lines += [
         "",
         "Guardrails",
-        format_table(["arm", "p50 ms", "p95 ms", "error rate [95% CI]", "breaches"], guard_rows, "lrrll"),
+        format_table(
+            ["arm", "p50 ms", "p95 ms", "error rate [95% CI]", "persistence [95% CI]", "breaches"],
+            guard_rows,
+            "lrrlll",
+        ),
     ]
     if a["warnings"]:
         lines += ["", *(f"Warning: {w}" for w in a["warnings"])]

@@ -24,6 +24,8 @@ import pandas as pd
 from opportune.telemetry.cpo import COUNT_COLUMNS
 from opportune.telemetry.frames import EventFrames
 
+SIMULATED_CHECKPOINTS_S = (30.0, 120.0, 600.0)
+
 
 @dataclass(frozen=True)
 class ArmTruth:
@@ -36,6 +38,7 @@ class ArmTruth:
     chars_per_token: float = 3.5
     error_rate: float = 0.01  # responses with loss_reason "error" per attempt (must be < 1 - feedback_rate)
     latency_ms: float = 150.0  # median total latency of returned suggestions
+    persistence: float = 0.8  # share of accepted characters still there at the last checkpoint
 
     @property
     def cpo(self) -> float:
@@ -82,6 +85,9 @@ def simulate_units(
         accepted = rng.binomial(shown, propensity)
         tokens = rng.poisson(accepted * truth.tokens_per_accept)
         chars = rng.poisson(tokens * truth.chars_per_token)
+        # People differ in how much of what they accept they keep: a beta draw per install.
+        keeps = rng.beta(truth.persistence * k + 1e-9, (1 - truth.persistence) * k + 1e-9, size=n)
+        persisted = rng.binomial(chars, keeps)
         tables.append(
             pd.DataFrame(
                 {
@@ -95,6 +101,9 @@ def simulate_units(
                     "accepted_tokens": tokens,
                     "responses": attempts,
                     "errors": errors,
+                    "keystrokes_saved": np.maximum(chars - accepted, 0),
+                    "persisted_chars": persisted,
+                    "measured_chars": chars,
                 }
             )
         )
@@ -128,7 +137,7 @@ def units_to_frames(
     that show nothing end with "error" (``errors`` of them) or "deadline".  ``arms`` gives latencies.
     """
     rows: dict[str, dict[str, list[Any]]] = {
-        kind: {} for kind in ("opportunity", "attempt", "response", "shown", "outcome")
+        kind: {} for kind in ("opportunity", "attempt", "response", "shown", "outcome", "persistence")
     }
 
     def add(kind: str, n: int, **columns: Any) -> None:
@@ -224,6 +233,44 @@ def units_to_frames(
             outcome=["partial"] * n_acc + ["rejected"] * (n_shown - n_acc),
             accepted_chars=[*chars, *([0] * (n_shown - n_acc))],
             accepted_tokens=[*tokens, *([0] * (n_shown - n_acc))],
+            keystrokes_saved=[*np.maximum(chars - 1, 0), *([0] * (n_shown - n_acc))],
             **common,
         )
+        if n_acc:
+            # Persistence rows: a tracking row per accepted completion, then the checkpoints, keeping what
+            # the install keeps at the last one and more at the earlier ones (a survival curve).
+            share = int(getattr(rec, "persisted_chars", 0)) / max(1, int(rec.accepted_chars))
+            accepted_ids = completion_ids[:n_acc]
+            tracked_at = times(n_acc)
+            add(
+                "persistence",
+                n_acc,
+                event_id=ids("ept", n_acc),
+                ts=tracked_at,
+                completion_id=accepted_ids,
+                status="tracking",
+                checkpoints=",".join(f"{c:g}" for c in SIMULATED_CHECKPOINTS_S),
+                accepted_chars=chars,
+                checkpoint_s=0.0,
+                kept_chars=0,
+                fraction=None,
+                **common,
+            )
+            for step, checkpoint in enumerate(SIMULATED_CHECKPOINTS_S):
+                kept_share = 1 - (1 - share) * (step + 1) / len(SIMULATED_CHECKPOINTS_S)
+                kept = np.rint(chars * kept_share).astype(int)
+                add(
+                    "persistence",
+                    n_acc,
+                    event_id=ids(f"ep{step}-", n_acc),
+                    ts=tracked_at + checkpoint,
+                    completion_id=accepted_ids,
+                    status="measured",
+                    checkpoints="",
+                    checkpoint_s=checkpoint,
+                    accepted_chars=chars,
+                    kept_chars=kept,
+                    fraction=np.where(chars > 0, kept / np.maximum(chars, 1), 1.0),
+                    **common,
+                )
     return EventFrames.from_frames({kind: pd.DataFrame(columns) for kind, columns in rows.items()})

@@ -113,8 +113,20 @@ def _migration_1_event_tables(conn: sqlite3.Connection) -> None:
         create_event_table(conn, cls.kind)
 
 
+def _migration_2_persistence(conn: sqlite3.Connection) -> None:
+    """The ``persistence`` table (what stayed of accepted suggestions) and ``outcome.keystrokes_saved``
+    (0 for outcomes recorded before it existed)."""
+    _migration_1_event_tables(conn)  # creates the tables of kinds added since, with their types
+    columns = {row[1] for row in conn.execute('PRAGMA table_info("outcome")')}
+    if "keystrokes_saved" not in columns:
+        conn.execute('ALTER TABLE "outcome" ADD COLUMN "keystrokes_saved" INTEGER NOT NULL DEFAULT 0')
+
+
 # MIGRATIONS[i] brings a store from version i to version i + 1.  Append, never edit.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1_event_tables,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _migration_1_event_tables,
+    _migration_2_persistence,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -222,6 +222,7 @@ def test_dashboard_renders_in_chromium(page: DevTools, dashboard: str) -> None:
         "chart-latency",
         "chart-losses",
         "chart-languages",
+        "chart-survival",  # what stayed of accepted code, per arm (persistence)
         *(
             f"factor-{m}"
             for m in (

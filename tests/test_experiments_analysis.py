@@ -215,7 +215,7 @@ def test_json_round_trip_has_no_nan() -> None:
     rng = np.random.default_rng(9)
     units = simulate_units({"control": BASE, "b": BASE}, 50, rng)
     # An arm with a single install: estimates without intervals (None), which JSON must carry.
-    units.loc[len(units)] = ["lonely", "one", 5, 0, 0, 0, 0, 0, 0, 0]
+    units.loc[len(units)] = ["lonely", "one", 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     analysis = analyse_units(units, "j", weights={"control": 1, "b": 1})
     assert any("left out of the SRM check: lonely" in w for w in analysis.warnings)
     data = json.loads(analysis.to_json())

@@ -99,6 +99,9 @@ def test_json_report_on_a_small_store(stores: tuple[Path, Path]) -> None:
         "accepted": 1,
         "accepted_chars": 12,
         "accepted_tokens": 4,
+        "keystrokes_saved": 0,
+        "persisted_chars": 0,
+        "measured_chars": 0,
     }
     assert group["factors"]["attempt_rate"] == pytest.approx(0.75)
     assert group["factors"]["feedback_rate"] == pytest.approx(2 / 3)

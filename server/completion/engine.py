@@ -47,7 +47,7 @@ class Engine:
         self.funnel = FunnelRecorder(
             record, lambda: self.config, lambda: worker.model_id, worker.count_tokens, install_id, session
         )
-        self.tracker = SuggestionTracker(self.funnel, self.workspace.get)
+        self.tracker = SuggestionTracker(self.funnel, self.workspace.get, lambda: self.settings)
         self.last_latency_ms: float | None = None
 
     @property
@@ -86,9 +86,7 @@ class Engine:
             self._prewarm(state, len(text))
 
     def close(self, uri: str) -> None:
-        state = self.workspace.close(uri)
-        if state and state.active:
-            self.tracker.close_active(state, "closed")
+        self.tracker.document_closed(uri, self.workspace.close(uri))
         self.worker.cancel_for(uri)
 
     def change(self, uri: str, version: int, changes: list[Change]) -> None:
@@ -292,4 +290,5 @@ class Engine:
         for state in list(self.workspace.docs.values()):
             if state.active:
                 self.tracker.close_active(state, "shutdown")
+        self.tracker.persistence.stop()
         self.worker.shutdown()

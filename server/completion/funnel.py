@@ -126,6 +126,7 @@ class FunnelRecorder:
         reason: str,
         *,
         inferred: bool,
+        keystrokes_saved: int = 0,
     ) -> None:
         self.emit(
             ev.Outcome(
@@ -136,6 +137,7 @@ class FunnelRecorder:
                 accepted_tokens=self._count_tokens(accepted) if accepted else 0,
                 reason=reason,
                 inferred=inferred,
+                keystrokes_saved=keystrokes_saved,
             )
         )
 

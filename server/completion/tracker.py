@@ -8,16 +8,19 @@ the inference.  Edits are classified here too, since following the suggestion de
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from opportune.server.completion.persistence import PersistenceTimer, PersistenceTracker
 from opportune.server.documents import Position, TextEdit
 from opportune.telemetry import events as ev
 
 if TYPE_CHECKING:
     from opportune.server.completion.funnel import FunnelRecorder
     from opportune.server.completion.workspace import DocState
+    from opportune.server.config import Settings
 
 TYPING_MAX_CHARS = 40  # a single-line insertion longer than this is a paste, not typing
 TYPING_KINDS = ("insert", "delete", "replace", "newline")  # the edits that are opportunities
@@ -43,12 +46,38 @@ class ActiveSuggestion:
     typed: int = 0
     explicit: bool = False  # the client reported an outcome itself
     view_offset: int = 0  # the client was last shown the suggestion from this offset on (partial accepts)
+    # For keystrokes saved: characters of it the user typed key by key, insertions of more than one of
+    # its characters at once (accepts the client applied), and accepts the client reported.
+    keyed: int = 0
+    accept_edits: int = 0
+    accept_reports: int = 0
+
+    def keystrokes_saved(self, chars: int) -> int:
+        """Characters not typed minus the keys spent accepting (one per accept or partial accept)."""
+        if chars <= 0:
+            return 0
+        return max(0, chars - min(self.keyed, chars) - max(self.accept_edits, self.accept_reports, 1))
 
 
 class SuggestionTracker:
-    def __init__(self, funnel: FunnelRecorder, lookup: Callable[[str], DocState | None]) -> None:
+    def __init__(
+        self,
+        funnel: FunnelRecorder,
+        lookup: Callable[[str], DocState | None],
+        settings: Callable[[], Settings] | None = None,
+    ) -> None:
         self.funnel = funnel
         self._lookup = lookup
+        # Follows accepted suggestions through later edits, with the telemetry settings in force.
+        self.persistence = PersistenceTimer(
+            PersistenceTracker(
+                (lambda: settings().telemetry.persistence_checkpoints_s) if settings else (),
+                funnel.emit,
+                settings().telemetry.persistence_max_tracked if settings else 1,
+                settings().telemetry.store_text if settings else False,
+            ),
+            lambda uri: state.doc.text if (state := lookup(uri)) else None,
+        )
         self._answers: dict[str, tuple[str, ActiveSuggestion]] = {}  # completion id -> (uri, active)
         self.client_reports_shown = False
 
@@ -56,6 +85,7 @@ class SuggestionTracker:
 
     def classify(self, state: DocState, edits: list[TextEdit]) -> ev.EditKind:
         """The edit's kind, following the suggestion on screen to infer its outcome."""
+        self.persistence.tracker.edited(state.doc.uri, edits)
         active = state.active
         if len(edits) != 1:
             if active:
@@ -68,6 +98,10 @@ class SuggestionTracker:
             at = s.cursor + active.typed
             if e.start == at and not e.removed and e.inserted and rest.startswith(e.inserted):
                 active.typed += len(e.inserted)
+                if len(e.inserted) == 1:
+                    active.keyed += 1
+                else:
+                    active.accept_edits += 1
                 if active.typed >= len(s.text):
                     self._outcome(state, active, "accepted", len(s.text), "typed_through", inferred=True)
                     state.active = None
@@ -79,6 +113,7 @@ class SuggestionTracker:
                 and len(e.inserted) >= len(rest) > 1
             ):
                 # The client replaced a range with the suggestion (accept applied as a range edit).
+                active.accept_edits += 1
                 self._outcome(state, active, "accepted", len(s.text), "", inferred=True)
                 state.active = None
                 return "accept"
@@ -99,6 +134,12 @@ class SuggestionTracker:
         if e.removed:
             return "delete"
         return "bulk"
+
+    def document_closed(self, uri: str, state: DocState | None) -> None:
+        """``uri`` closed: the suggestion on screen is rejected, accepted ones' checkpoints are unknown."""
+        if state and state.active:
+            self.close_active(state, "closed")
+        self.persistence.tracker.closed(uri)
 
     def close_active(self, state: DocState, reason: str) -> None:
         active = state.active
@@ -172,6 +213,7 @@ class SuggestionTracker:
         state, active = found
         full = len(active.suggestion.text)
         n = full if length is None else max(0, min(active.view_offset + int(length), full))
+        active.accept_reports += 1
         active.explicit = False  # this report is the explicit one
         self._outcome(state, active, "accepted" if n >= full else "partial", n, "client", inferred=False)
         active.explicit = True
@@ -199,11 +241,21 @@ class SuggestionTracker:
     ) -> None:
         if inferred and active.explicit:
             return
+        s = active.suggestion
+        language = state.language if state else None
+        accepted = s.text[:chars]
         self.funnel.outcome(
-            state.language if state else None,
-            active.suggestion.completion_id,
+            language,
+            s.completion_id,
             outcome,
-            active.suggestion.text[:chars],
+            accepted,
             reason,
             inferred=inferred,
+            keystrokes_saved=active.keystrokes_saved(chars),
         )
+        if chars and state is not None and self._lookup(state.doc.uri):
+            common = self.funnel.common(language)
+            self.persistence.tracker.accepted(
+                s.completion_id, state.doc.uri, s.cursor, accepted, state.doc.text, common, time.monotonic()
+            )
+            self.persistence.poke()

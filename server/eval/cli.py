@@ -2,6 +2,7 @@
 
     opportune eval --config A.toml --config B.toml [--corpus PATH ...] [--tasks N] [--quick]
                    [--out DIR] [--seed S] [--run-tests [--test-timeout S] [--test-memory-mb MB]]
+                   [--tasks-from DATASET|DB] [--online DB ...]
 
 A configuration is an opportune.toml fragment (``[completion] prompt_strategy = "prefix"``) applied over the
 defaults, named after its file; ``NAME=FILE`` names it, and ``builtin:WORDS`` uses a preset such as
@@ -9,6 +10,9 @@ defaults, named after its file; ``NAME=FILE`` names it, and ``builtin:WORDS`` us
 and about 150 typed characters per configuration, a few minutes on two cores with the embedded model.
 ``--run-tests`` also runs the corpus's own tests with each completion inserted, sandboxed
 (``opportune.server.eval.execution``); it is opt-in because it costs a test run per task and configuration.
+``--tasks-from`` takes its tasks from real use (the dataset export, or a store written with store_text): the
+code people kept is the expected answer; ``--online`` sets each configuration's offline CPO beside the online
+CPO of the arm of the same name (``opportune.server.eval.real_use``).
 """
 
 from __future__ import annotations
@@ -73,6 +77,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keys-per-second", type=float, default=6.5, help="typing speed (default 6.5)")
     parser.add_argument(
         "--quick", action="store_true", help="the CI size: a few minutes for two configurations"
+    )
+    parser.add_argument(
+        "--tasks-from",
+        type=Path,
+        metavar="DATASET|DB",
+        help="tasks from real use: a dataset (opportune export --format dataset) or a store with store_text; "
+        "the code kept is the expected answer (no corpus unless --corpus is given too)",
+    )
+    parser.add_argument(
+        "--online",
+        action="append",
+        type=Path,
+        metavar="DB",
+        help="telemetry store(s): show each configuration's offline CPO beside the online CPO of its arm",
     )
     parser.add_argument("--out", type=Path, help="report folder (default ./opportune-eval-<time>)")
     parser.add_argument("--seed", type=int, default=0, help="task and typing seed (default 0)")
@@ -153,15 +171,42 @@ async def _run(args: argparse.Namespace) -> int:
         else (QUICK_TYPED_CHARS if args.quick else DEFAULT_TYPED_CHARS)
     )
     n_spans = args.spans if args.spans is not None else (QUICK_SPANS if args.quick else DEFAULT_SPANS)
+    real_tasks: list[Task] = []
+    if args.tasks_from is not None:
+        from opportune.server.eval.real_use import RealUseError, load_records, tasks_from_records
+
+        try:
+            records = load_records(args.tasks_from)
+        except RealUseError as e:
+            print(f"opportune eval: {e}", file=sys.stderr)
+            return 2
+        real_tasks = tasks_from_records(records)[: args.tasks] if args.tasks else tasks_from_records(records)
+        if not real_tasks:
+            print(
+                f"opportune eval: --tasks-from {args.tasks_from}: none of its {len(records)} records has kept "
+                "text measured at a checkpoint",
+                file=sys.stderr,
+            )
+            return 2
+        if not args.corpus:
+            n_tasks = 0  # no corpus to sample from: the real-use tasks only
     try:
-        files, corpus = load_corpus(
-            args.corpus or (), warn=lambda m: print(f"opportune eval: {m}", file=sys.stderr)
+        files, corpus = (
+            load_corpus(args.corpus or (), warn=lambda m: print(f"opportune eval: {m}", file=sys.stderr))
+            if args.tasks_from is None or args.corpus
+            else ([], [])
         )
     except CorpusError as e:
         print(f"opportune eval: {e}", file=sys.stderr)
         return 2
-    tasks = sample_tasks(files, n_tasks, args.seed)
-    spans = sample_spans(files, typed, n_spans, args.seed) if typed > 0 else []
+    if real_tasks:
+        corpus = [*corpus, f"real use: {args.tasks_from} ({len(real_tasks)} tasks, the code kept as truth)"]
+    tasks = real_tasks + sample_tasks(files, n_tasks, args.seed)
+    spans = sample_spans(files, typed, n_spans, args.seed) if typed > 0 and files else []
+    if real_tasks and not files and typed > 0:
+        from opportune.server.eval.real_use import spans_from_tasks
+
+        spans = spans_from_tasks(real_tasks, n_spans)  # the kept code, typed where it was written
     if not tasks and not spans:
         print("opportune eval: the corpus gave no tasks", file=sys.stderr)
         return 2
@@ -245,6 +290,18 @@ async def _run(args: argparse.Namespace) -> int:
             f"time scale {args.time_scale}: typing pauses were shortened; latency numbers are not real"
         )
     report = write_report(results, info, out)
+    if args.online:
+        from opportune.server.eval.real_use import online_comparison
+        from opportune.telemetry.store import StoreError
+
+        offline = {r.config.name: (r.typing.funnel.cpo if r.typing is not None else None) for r in results}
+        try:
+            section = online_comparison(offline, args.online)
+        except StoreError as e:
+            print(f"opportune eval: --online: {e}", file=sys.stderr)
+            return 2
+        with report.open("a", encoding="utf-8") as f:
+            f.write("\n" + section)
     print(f"opportune eval: report in {report}", file=sys.stderr)
     print(report.read_text())
     return 0

@@ -32,8 +32,10 @@ import tree_sitter
 from opportune.server.context.syntax import SyntaxTree
 from opportune.server.eval.corpus import SourceFile
 
-TaskKind = Literal["rest_of_line", "next_line", "block_body", "argument_list", "expression_span"]
-KINDS: tuple[TaskKind, ...] = get_args(TaskKind)
+# real_use: a suggestion accepted in real use, the code kept after it the truth (server.eval.real_use); never
+# sampled from a corpus.
+TaskKind = Literal["rest_of_line", "next_line", "block_body", "argument_list", "expression_span", "real_use"]
+KINDS: tuple[TaskKind, ...] = tuple(k for k in get_args(TaskKind) if k != "real_use")  # sampled from code
 
 MAX_BLOCK_LINES = 8  # the engine's default completion.max_lines: a longer body cannot be matched whole
 MAX_TRUTH_CHARS = 600

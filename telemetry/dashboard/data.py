@@ -35,6 +35,7 @@ from opportune.telemetry.experiments import (
 )
 from opportune.telemetry.frames import EventFrames
 from opportune.telemetry.numbers import percentile
+from opportune.telemetry.persistence import checkpoint_table
 from opportune.telemetry.store import open_events
 
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
@@ -225,6 +226,17 @@ class Message:
 
 
 @dataclass(frozen=True)
+class SurvivalPoint:
+    """What stayed of an arm's accepted suggestions at one checkpoint (see telemetry.persistence)."""
+
+    checkpoint_s: float
+    estimate: Estimate  # kept / accepted characters, ratio of means over installs, 95% interval
+    measured: int
+    unknown: int
+    pending: int
+
+
+@dataclass(frozen=True)
 class ArmView:
     """Everything the page shows about one arm."""
 
@@ -239,6 +251,7 @@ class ArmView:
     over_budget: float | None  # share of returned suggestions slower than the budget
     attempt_fates: dict[str, int]  # responses: "returned" or their loss reason -> count
     skip_rules: dict[str, int]
+    survival: tuple[SurvivalPoint, ...] = ()  # share of accepted characters still there, per checkpoint
 
     @property
     def label(self) -> str:
@@ -311,6 +324,32 @@ def _cells(units: pd.DataFrame, key: str) -> list[Cell]:
             )
         )
     return cells
+
+
+def _survival(frames: EventFrames) -> dict[str, tuple[SurvivalPoint, ...]]:
+    """Per arm, per checkpoint: kept / accepted characters over the installs measured there."""
+    table = checkpoint_table(frames)
+    out: dict[str, tuple[SurvivalPoint, ...]] = {}
+    if table.empty:
+        return out
+    for arm, rows in table.groupby("arm", sort=True):
+        points = []
+        for checkpoint, at in rows.groupby("checkpoint_s", sort=True):
+            measured = at[at["status"] == "measured"]
+            per_install = measured.groupby("install_id")[["kept_chars", "accepted_chars"]].sum()
+            points.append(
+                SurvivalPoint(
+                    float(checkpoint),
+                    ratio_of_means(
+                        per_install["kept_chars"].to_numpy(), per_install["accepted_chars"].to_numpy(), Z95
+                    ),
+                    measured=len(measured),
+                    unknown=int((at["status"] == "unknown").sum()),
+                    pending=int((at["status"] == "pending").sum()),
+                )
+            )
+        out[str(arm)] = tuple(points)
+    return out
 
 
 def _arm_order(observed: Sequence[str], analysis: ExperimentAnalysis | None) -> list[str]:
@@ -408,6 +447,7 @@ def build_view(
                 )
             )
 
+    survival = _survival(selected)
     fates = responses["loss_reason"].fillna("returned").groupby(responses["arm"]).value_counts()
     skips = selected.skips.groupby(["arm", "rule"]).size()
     arms: list[ArmView] = []
@@ -434,6 +474,7 @@ def build_view(
                 over_budget=float((arm_latencies > query.budget_ms).mean()) if arm_latencies.size else None,
                 attempt_fates=_counts(fates, name),
                 skip_rules=_counts(skips, name),
+                survival=survival.get(name, ()),
             )
         )
 

@@ -600,6 +600,46 @@ def _latency_chart(view: View) -> Element:
     )
 
 
+def _checkpoint_label(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} s"
+
+
+def _survival_chart(view: View) -> Element:
+    """Survival curves: the share of accepted characters still there at each checkpoint, per arm."""
+    checkpoints = sorted({p.checkpoint_s for a in view.arms for p in a.survival})
+    index = {c: i + 1 for i, c in enumerate(checkpoints)}
+    series = []
+    for arm in view.arms:
+        if not arm.survival:
+            continue
+        points = [svg.Point(0, 1.0, None, None, f"{arm.label}: all of it, at the accept")]
+        for p in arm.survival:
+            e = p.estimate
+            if e.value is None:
+                continue
+            points.append(
+                svg.Point(
+                    index=index[p.checkpoint_s],
+                    value=e.value,
+                    low=finite(e.ci_low),
+                    high=finite(e.ci_high),
+                    tooltip=(
+                        f"{_checkpoint_label(p.checkpoint_s)} after the accept · {arm.label}: "
+                        f"{e.value:.0%} of accepted characters still there {interval_text('persistence_rate', e)} · "
+                        f"{p.measured:,} measured, {p.unknown:,} unknown, {p.pending:,} pending"
+                    ),
+                )
+            )
+        series.append(svg.Series(arm.label, arm.colour, points))
+    return svg.time_series(
+        ["accept", *map(_checkpoint_label, checkpoints)],
+        series,
+        id_="chart-survival",
+        label="Survival of accepted code per arm: share of accepted characters still there at each checkpoint",
+        fmt=lambda v: f"{v:.0%}",
+    )
+
+
 def _fates_chart(view: View) -> Element:
     rows = []
     order = list(FATE_COLOURS)
@@ -808,6 +848,22 @@ def render_page(view: View, *, interactive: bool = True) -> str:
             id_="factors-card",
         )
     )
+    if any(arm.survival for arm in view.arms):
+        persisted = "; ".join(
+            f"{arm.label} {fmt_metric('cpo', arm.funnel.persisted_cpo)} (CPO {fmt_metric('cpo', arm.funnel.cpo)})"
+            for arm in view.arms
+        )
+        grid.append(
+            _card(
+                12,
+                "What stayed",
+                "The share of accepted characters still there at each checkpoint after the accept, per arm, "
+                "with 95% intervals over installs; unknown checkpoints (document closed, server stopped) are "
+                f"left out, not counted as lost. Persisted CPO: {persisted}.",
+                _survival_chart(view),
+                id_="survival",
+            )
+        )
     grid.append(
         _card(
             7,
