@@ -30,6 +30,7 @@ export const SERVER_SETTINGS: readonly ServerSetting[] = [
   { key: "completion.suffixLines", type: "integer", minimum: 0, maximum: 200 },
   { key: "completion.windowStepLines", type: "integer", minimum: 1, maximum: 1000 },
   { key: "completion.temperature", type: "number", minimum: 0, maximum: 2 },
+  { key: "completion.minConfidence", type: "number", minimum: 0, maximum: 1 },
   { key: "completion.typeaheadCache", type: "boolean" },
   { key: "completion.prewarm", type: "boolean" },
   { key: "model.backend", type: "string", enum: ["llama", "fake", "openai", "llama-server"], restricted: true },
