@@ -218,11 +218,11 @@ def render(report: Mapping[str, Any]) -> str:
         rows = [
             [
                 s["source"],
-                _count(s["attempts"]),
+                fmt_count(s["attempts"]),
                 f"{s['mean_tokens']:.0f}",
-                _count(s["shown"]),
-                _count(s["accepted"]),
-                _metric("acceptance_rate", s["acceptance_rate"]),
+                fmt_count(s["shown"]),
+                fmt_count(s["accepted"]),
+                fmt_metric("acceptance_rate", s["acceptance_rate"]),
             ]
             for s in sources
         ]
