@@ -325,11 +325,20 @@ async def type_span_lsp(
     client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri)))
 
 
-async def part2(args: argparse.Namespace, work: Path, root: Path = ROOT, tag: str = "") -> dict[str, Any]:
+async def part2(
+    args: argparse.Namespace,
+    work: Path,
+    root: Path = ROOT,
+    tag: str = "",
+    completion: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     db = work / f"typing{tag}.db"
     r = Replay()
     typing = TypingModel(keys_per_second=args.kps, seed=args.seed)
-    async with opportune(db, {"telemetry": {"flushIntervalS": 0.2}}, args.model, root) as client:
+    options: dict[str, Any] = {"telemetry": {"flushIntervalS": 0.2}}
+    if completion:
+        options["completion"] = completion
+    async with opportune(db, options, args.model, root) as client:
         for k, (name, text, start, end) in enumerate(
             spans(source_files(args.files), args.spans, args.chars, args.seed)
         ):
@@ -518,6 +527,11 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--baseline", type=Path, help="another checkout: part 2 against both, in the same run")
     p.add_argument("--repeat", type=int, default=1, help="with --baseline: runs of each, alternating")
+    p.add_argument(
+        "--min-confidence",
+        default="",
+        help="comma-separated completion.minConfidence values: part 2 runs once for each, in this run",
+    )
     args = p.parse_args()
     skip = set(args.skip.split(",")) - {""}
     with tempfile.TemporaryDirectory(prefix="opportune-bench-") as tmp:
@@ -527,6 +541,11 @@ def main() -> int:
             results["positions"] = asyncio.run(part1(args, work))
         if "2" not in skip and args.baseline:
             results["typing_before_after"] = before_after(args, work)
+        elif "2" not in skip and args.min_confidence:
+            for threshold in (float(x) for x in args.min_confidence.split(",") if x.strip()):
+                results[f"typing_min_confidence_{threshold:g}"] = asyncio.run(
+                    part2(args, work, tag=f"-{threshold:g}", completion={"minConfidence": threshold})
+                )
         elif "2" not in skip:
             results["typing_opportune"] = asyncio.run(part2(args, work))
         if "3" not in skip:

@@ -1,11 +1,14 @@
-"""Turning raw model text into a suggestion: stop rules, suffix overlap, bracket balance, trimming.
+"""Turning raw model text into a suggestion: stop rules, confidence, suffix overlap, bracket balance,
+whole lines.
 
 ``stop_reached`` is checked after every token while streaming, so generation ends at the first sufficient
-stop; ``finish`` shapes the text that is actually shown.
+stop; ``confident_length`` says where the model's confidence fell; ``finish`` shapes the text that is
+actually shown.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 OPENERS = {"(": ")", "[": "]", "{": "}"}
@@ -61,10 +64,47 @@ def _block_indent(shape: Shape, lines: list[str]) -> int | None:
     return None
 
 
-def finish(text: str, shape: Shape) -> str:
-    """The suggestion to show, or "" when nothing useful remains."""
+def confident_length(
+    text: str, confidence: Sequence[tuple[int, float]], start: int, threshold: float
+) -> int | None:
+    """Where to cut ``text[start:]`` because the model was unsure: the offset (from ``start``) of the first
+    token at or after ``start`` whose probability is below ``threshold``, moved back to the start of a word
+    it would split; None when every token so far is above it (or the cut is off: ``threshold`` 0).
+
+    ``confidence`` holds (offset in ``text`` where a token starts, its probability), in order.
+    """
+    if threshold <= 0:
+        return None
+    for at, probability in confidence:
+        if at < start or probability >= threshold:
+            continue
+        cut = at
+        # A token in the middle of a name: showing half the name helps nobody.
+        while cut > start and _is_word(text[cut - 1]) and cut < len(text) and _is_word(text[cut]):
+            cut -= 1
+        return cut - start
+    return None
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+# A line ending so is not the end of a statement: the next line was going to continue it.
+_CONTINUED = (*"{([,\\:", " =", " +", " -", " *", " /", "&&", "||", " and", " or", "->", "=>")
+
+
+def finish(text: str, shape: Shape, complete: bool = True) -> str:
+    """The suggestion to show, or "" when nothing useful remains.
+
+    ``complete`` False: ``text`` stopped for a reason other than its end (the token limit, a deadline, the
+    confidence cut), so a multi-line answer's last line may be half a statement; it is trimmed back to the
+    last whole line that ends a statement, and the rest comes from the typeahead cache as the user types.
+    """
     text = text.replace("\r\n", "\n").replace("\r", "")
     text = _cut_block(text, shape) if shape.multiline else text.split("\n", 1)[0]
+    if shape.multiline and not complete:
+        text = _whole_lines(text)
     text = _trim_suffix_overlap(text, shape)
     text = _balance_closers(text, shape)
     text = text.rstrip()
@@ -73,6 +113,17 @@ def finish(text: str, shape: Shape) -> str:
     if not shape.line_prefix.strip() and not shape.multiline and text.strip() == shape.line_prefix.strip():
         return ""
     return text
+
+
+def _whole_lines(text: str) -> str:
+    """Drop the unfinished last line, then trailing lines that open a block or continue onto the next line
+    (``} else {``, ``if x:``, ``a = b +``); the first line always stays (it is what the user is typing)."""
+    lines = text.split("\n")
+    if len(lines) > 1:
+        lines.pop()
+    while len(lines) > 1 and (not lines[-1].strip() or lines[-1].rstrip().endswith(_CONTINUED)):
+        lines.pop()
+    return "\n".join(lines)
 
 
 def _cut_block(text: str, shape: Shape) -> str:

@@ -1,17 +1,22 @@
-"""Prompt assembly under a token budget, laid out for KV-cache reuse.
+"""Prompt assembly under a token budget, laid out for KV-cache reuse, into a structured prompt value.
 
-Order: file header, imports, an outline of the file and the enclosing signatures (stable while the user
-types), then a window of code before the cursor whose first line only moves in steps of
-``window_step_lines``; the cursor is always at the very end.  Consecutive keystrokes therefore share all
-but the last few tokens of their prompts, and llama.cpp re-evaluates only those.
+Order: the project context (files the current one uses, given by the caller as ``neighbours``), the file
+header, imports, an outline of the file and the enclosing signatures (stable while the user types), then a
+window of code before the cursor whose first line only moves in steps of ``window_step_lines``; the
+cursor is always at the end of the prefix.  Consecutive keystrokes therefore share all but the last few
+tokens of their prompts, and llama.cpp re-evaluates only those.
+
+The result is a value of named parts with their token counts, not a string: each backend renders it its
+own way (``templates.render`` for a text prompt in a model's FIM format or prefix alone, llama-server's
+``/infill`` fields, an OpenAI ``suffix``), and telemetry reads what each source cost from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Literal
 
-from opportune.server.backends.base import FimTemplate
 from opportune.server.context.syntax import SyntaxContext
 
 CHARS_PER_TOKEN_BOUND = 16
@@ -27,6 +32,10 @@ COMMENT_PREFIX = {
     "tsx": "//",
 }
 
+PartName = Literal["project", "path", "syntax", "window", "suffix"]
+"""project: other files of the workspace (stable, first); path: the file's name as a comment; syntax:
+imports, outline and enclosing signatures; window: the code just before the cursor; suffix: after it."""
+
 
 @dataclass(frozen=True)
 class PromptInput:
@@ -35,7 +44,8 @@ class PromptInput:
     path: str  # shown to the model as a file header ("" to omit)
     language: str | None
     syntax: SyntaxContext | None = None
-    neighbours: tuple[tuple[str, str], ...] = ()  # (path, snippet) from other open files
+    # Project context: (path, text) of other workspace files, in a stable order (see server/context/).
+    neighbours: tuple[tuple[str, str], ...] = ()
     # The syntax context seen from a line (the window's first line): its enclosing scopes and the outline
     # around it do not depend on the cursor, so the prompt prefix holding them stays the same while the
     # user types, dedents or opens a new line.  None: use ``syntax`` (the cursor's).
@@ -44,12 +54,72 @@ class PromptInput:
 
 
 @dataclass(frozen=True)
-class Prompt:
+class PromptPart:
+    name: PartName
     text: str
-    stable: str  # the leading part that does not move while typing (pre-warmed)
     tokens: int
-    parts: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the model is shown, as parts in prompt order (the suffix, if any, last)."""
+
+    parts: tuple[PromptPart, ...]
+    path: str = ""  # the file's display path (also inside the "path" part, as a comment)
+    project: tuple[tuple[str, str], ...] = ()  # the "project" part's files: (path, text)
     window_start_line: int = 0
+
+    @classmethod
+    def plain(cls, text: str, tokens: int = 0) -> Prompt:
+        """A prompt that is only code before the cursor (a raw prompt, as tests and benchmarks give)."""
+        return cls((PromptPart("window", text, tokens),))
+
+    def text_of(self, *names: PartName) -> str:
+        return "".join(p.text for p in self.parts if p.name in names)
+
+    @property
+    def prefix(self) -> str:
+        """Everything before the cursor, project context included (the prompt of a prefix-only model)."""
+        return self.text_of("project", "path", "syntax", "window")
+
+    @property
+    def local_prefix(self) -> str:
+        """Before the cursor without the project context (for backends that take the files separately)."""
+        return self.text_of("path", "syntax", "window")
+
+    @property
+    def code_prefix(self) -> str:
+        """The current file's code before the cursor: outline and window, no labels."""
+        return self.text_of("syntax", "window")
+
+    @property
+    def suffix(self) -> str:
+        return self.text_of("suffix")
+
+    @property
+    def stable(self) -> str:
+        """The leading text that does not move while typing (what pre-warm evaluates first)."""
+        return self.text_of("project", "path", "syntax")
+
+    @property
+    def tokens(self) -> int:
+        return sum(p.tokens for p in self.parts)
+
+    @property
+    def names(self) -> tuple[PartName, ...]:
+        return tuple(p.name for p in self.parts if p.text)
+
+    def tokens_by_part(self) -> dict[str, int]:
+        """Tokens per context source, for telemetry ("project", "syntax", ...)."""
+        out: dict[str, int] = {}
+        for p in self.parts:
+            if p.text:
+                out[p.name] = out.get(p.name, 0) + p.tokens
+        return out
+
+
+def as_prompt(prompt: Prompt | str) -> Prompt:
+    return Prompt.plain(prompt) if isinstance(prompt, str) else prompt
 
 
 class LineTokenCounter:
@@ -90,27 +160,24 @@ def build_prompt(
     budget_tokens: int,
     count_tokens: Callable[[str], int],
     strategy: str = "syntax",
-    fim: FimTemplate | None = None,
-    suffix_lines: int = 8,
+    suffix_lines: int = 0,
     step_lines: int = 16,
 ) -> Prompt:
+    """The prompt at ``data.cursor`` within ``budget_tokens``; ``suffix_lines`` lines after the cursor are
+    included (and paid for) only when the backend shows them to its model (0: it does not)."""
     before = data.text[: data.cursor]
     after = data.text[data.cursor :]
     comment = COMMENT_PREFIX.get(data.language or "", "#")
-    parts: list[str] = []
-    header = ""
+    project_text = ""
+    path_text = ""
+    project: tuple[tuple[str, str], ...] = ()
     if strategy == "syntax":
+        project = tuple((path, snippet) for path, snippet in data.neighbours if snippet.strip())
+        project_text = "".join(f"{comment} {path}\n{snippet.rstrip()}\n\n" for path, snippet in project)
         if data.path:
-            header += f"{comment} {data.path}\n"
-            parts.append("path")
-        for path, snippet in data.neighbours:
-            header += f"{comment} {path}\n{snippet.rstrip()}\n\n"
-            parts.append("neighbours")
-    suffix_text = ""
-    if fim is not None:
-        suffix_text = "".join(after.splitlines(keepends=True)[:suffix_lines])
-        if suffix_text:
-            parts.append("suffix")
+            path_text = f"{comment} {data.path}\n"
+    header = project_text + path_text
+    suffix_text = "".join(after.splitlines(keepends=True)[:suffix_lines]) if suffix_lines > 0 else ""
 
     # Window: as many whole lines before the cursor as fit; its first line sits on a multiple of step_lines
     # so that it stays put while the user types.  Only the tail of a huge file is looked at.
@@ -134,7 +201,7 @@ def build_prompt(
     step_lines = max(1, min(step_lines, budget // 36))
     if first > 0 or base_line > 0:
         grid = -(-(base_line + first) // step_lines) * step_lines
-        first = min(last, grid - base_line)
+        first = _past_closers(lines, min(last, grid - base_line))
 
     def assemble(start: int) -> tuple[str, str, bool]:
         window = "\n".join(lines[start:])
@@ -155,7 +222,7 @@ def build_prompt(
     # Coarse steps keep the start put while typing; single lines only when a step would overshoot.
     for step in (step_lines, 1):
         while not fits and first + step <= last:
-            first += step
+            first = _past_closers(lines, first + step)
             stable_ctx, window, fits = assemble(first)
     if not fits:
         # One enormous line: keep the tail (the cursor end) that fits; KV reuse is lost but the answer is
@@ -166,24 +233,32 @@ def build_prompt(
             if n <= room:
                 break
             window = window[-max(1, len(window) * room * 9 // (n * 10)) :]
-    start_line = base_line + first
-    if strategy == "syntax" and stable_ctx:
-        parts.append("syntax")
-    parts.append("prefix")
-    stable = header + stable_ctx
-    if fim is not None:
-        text = fim.render(stable + window, suffix_text)
-        stable_text = fim.prefix + stable
-    else:
-        text = stable + window
-        stable_text = stable
-    return Prompt(
-        text=text,
-        stable=stable_text,
-        tokens=count_tokens(text),
-        parts=tuple(parts),
-        window_start_line=start_line,
+    texts: tuple[tuple[PartName, str], ...] = (
+        ("project", project_text),
+        ("path", path_text),
+        ("syntax", stable_ctx),
+        ("window", window),
+        ("suffix", suffix_text),
     )
+    return Prompt(
+        parts=tuple(
+            PromptPart(name, text, count_tokens(text) if text else 0) for name, text in texts if text
+        ),
+        path=data.path if strategy == "syntax" else "",
+        project=project,
+        window_start_line=base_line + first,
+    )
+
+
+def _past_closers(lines: list[str], first: int) -> int:
+    """The window's first line, moved past lines that only close brackets: a window starting on a scope's
+    closing brace shows that scope as its header (from the syntax context) and then ``}``, an empty body
+    (a Go struct without its fields, a Java helper without its code).  Past it, the scope is an outline
+    entry instead.  Depends only on the lines themselves, so the start stays put while typing below."""
+    last = len(lines) - 1
+    while first < last and lines[first].strip() and not lines[first].strip().strip(")]};,"):
+        first += 1
+    return first
 
 
 def _syntax_context(

@@ -1,15 +1,34 @@
-"""Fill-in-the-middle templates, chosen from a GGUF's metadata and tokenizer.
+"""Fill-in-the-middle templates: the families' formats, which one a model speaks, and rendering a prompt
+value into it.
 
-A model gets a FIM prompt only when its vocabulary really has the family's special tokens; anything else
-(the embedded Gemma 3 270M among them) is prompted with the code before the cursor alone.
+A model gets a FIM prompt only when its vocabulary really has the family's special tokens (or, behind a
+remote endpoint, when its name says the family); anything else (the embedded Gemma 3 270M among them) is
+prompted with the code before the cursor alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from opportune.server.backends.base import FimTemplate
+from opportune.server.prompt import Prompt
+
+
+@dataclass(frozen=True)
+class FimTemplate:
+    """A fill-in-the-middle prompt format, detected from the model's tokenizer."""
+
+    family: str
+    prefix: str
+    suffix: str
+    middle: str
+    stops: tuple[str, ...] = ()
+    file_separator: str = ""
+
+    def render(self, before: str, after: str) -> str:
+        return f"{self.prefix}{before}{self.suffix}{after}{self.middle}"
+
 
 QWEN = FimTemplate(
     "qwen2.5-coder", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
@@ -59,3 +78,41 @@ def detect_template(metadata: Mapping[str, Any], has_token: Callable[[str], bool
     if "tokenizer.ggml.fim_pre_token_id" in metadata and "gemma" in arch:
         return CODEGEMMA
     return None
+
+
+# Remote models are known only by the name the server gives them; these substrings name a FIM family.
+_BY_NAME: tuple[tuple[str, FimTemplate], ...] = (
+    ("codegemma", CODEGEMMA),
+    ("qwen2.5-coder", QWEN),
+    ("qwen2.5coder", QWEN),
+    ("qwen3-coder", QWEN),
+    ("starcoder", STARCODER),
+    ("codellama", CODELLAMA),
+    ("code-llama", CODELLAMA),
+    ("deepseek-coder", DEEPSEEK),
+)
+
+
+def template_for_name(name: str) -> FimTemplate | None:
+    """The FIM template a remote model's name implies, or None when the name does not say."""
+    lowered = name.lower().replace(" ", "-").replace("_", "-")
+    return next((t for key, t in _BY_NAME if key in lowered), None)
+
+
+def render(prompt: Prompt, template: FimTemplate | None) -> str:
+    """The prompt as one text for a model that takes text: in ``template``'s FIM format, or (None) the
+    code before the cursor alone with the project context as comment-labelled files in front of it.
+
+    A family with a file separator (Qwen, StarCoder, CodeGemma) was trained on repositories as files
+    separated by it, so the project's files go before the FIM prefix in that form; others get them as
+    commented text inside the prefix.  Either way they come first, where they stay put while typing.
+    """
+    if template is None:
+        return prompt.prefix
+    if template.file_separator and prompt.project:
+        files = "".join(
+            f"{template.file_separator}{path}\n{text.rstrip()}\n" for path, text in prompt.project
+        )
+        here = f"{template.file_separator}{prompt.path}\n" if prompt.path else template.file_separator
+        return files + here + template.render(prompt.code_prefix, prompt.suffix)
+    return template.render(prompt.prefix, prompt.suffix)

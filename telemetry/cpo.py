@@ -416,3 +416,44 @@ def _float(value: Any) -> float | None:
 def _sorted_counts(counts: dict[str, Any]) -> dict[str, int]:
     """Counts as ints, the largest first (ties by name)."""
     return {k: int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+# --- context sources ----------------------------------------------------------------------------------
+
+
+def by_context_source(frames: EventFrames) -> list[dict[str, Any]]:
+    """Per context source of the model's prompts (``project``, ``syntax``...): the model attempts that used
+    it, its mean tokens in them, and how their suggestions fared (shown, accepted, acceptance rate).
+
+    Read from the attempt rows' ``context_parts`` ("name:tokens,..."); a source every prompt carries buys
+    nothing measurable here, one that some prompts lack compares the two kinds of attempt.
+    """
+    attempts = frames.attempts
+    if attempts.empty or "context_parts" not in attempts.columns:
+        return []
+    attempts = attempts[attempts["context_parts"].fillna("") != ""]
+    if attempts.empty:
+        return []
+    responses = frames.responses
+    completion_of = dict(
+        zip(responses["attempt_id"], responses["completion_id"], strict=False) if not responses.empty else ()
+    )
+    shown = set(shown_completions(frames)["completion_id"])
+    accepted = set(accepted_outcomes(frames)["completion_id"])
+    rows: dict[str, dict[str, Any]] = {}
+    for attempt_id, parts in zip(attempts["attempt_id"], attempts["context_parts"], strict=True):
+        completion = completion_of.get(attempt_id)
+        for item in str(parts).split(","):
+            name, _, tokens = item.partition(":")
+            row = rows.setdefault(
+                name, {"source": name, "attempts": 0, "tokens": 0, "shown": 0, "accepted": 0}
+            )
+            row["attempts"] += 1
+            row["tokens"] += int(tokens) if tokens.isdigit() else 0
+            if isinstance(completion, str) and completion in shown:
+                row["shown"] += 1
+                row["accepted"] += completion in accepted
+    for row in rows.values():
+        row["mean_tokens"] = row.pop("tokens") / row["attempts"]
+        row["acceptance_rate"] = ratio(row["accepted"], row["shown"])
+    return list(rows.values())

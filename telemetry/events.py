@@ -16,7 +16,8 @@ EditKind = Literal["insert", "delete", "replace", "newline", "bulk", "accept", "
 TriggerKind = Literal["automatic", "invoked"]
 AttemptSource = Literal["model", "cache"]
 # Why an attempt ended without a suggestion on screen.
-LossReason = Literal["deadline", "cancelled", "superseded", "empty", "error", "skipped"]
+# unsure: the model's confidence in the first tokens was below the arm's ``min_confidence``.
+LossReason = Literal["deadline", "cancelled", "superseded", "empty", "error", "skipped", "unsure"]
 OutcomeKind = Literal["accepted", "partial", "rejected"]
 # ``model_id`` of rows recorded before the model was known (still loading, or a remote server that has not
 # named its model yet); per-model reports leave these rows out.
@@ -91,7 +92,9 @@ class Attempt(Event):
     source: AttemptSource
     prompt_tokens: int = 0
     reused_tokens: int = 0
-    context_parts: str = ""  # comma-separated names of the context parts used
+    # The context sources the prompt used and their tokens, "name:tokens" comma-separated, in prompt order
+    # (project, path, syntax, window, suffix); empty for an answer from the typeahead cache.
+    context_parts: str = ""
     prompt_text: str | None = None  # only with store_text
 
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from opportune.telemetry.cpo import METRICS, parse_since, summarise
+from opportune.telemetry.cpo import METRICS, by_context_source, parse_since, summarise
 from opportune.telemetry.experiments import ExperimentAnalysis, analyse
 from opportune.telemetry.frames import EventFrames, json_safe
 from opportune.telemetry.numbers import (
@@ -176,6 +176,7 @@ def build_report(
     else:
         report["by"] = by
         report["groups"] = [s.to_dict() for s in summarise(frames, [by] if by else [], now=now)]
+        report["context_sources"] = by_context_source(frames)
     return json_safe(report)
 
 
@@ -214,7 +215,24 @@ def render(report: Mapping[str, Any]) -> str:
         head += f", since {report['since']}"
     if "experiment" in report:
         return head + "\n\n" + render_experiment(report["experiment"])
-    return head + "\n\n" + render_summary(report["groups"], report.get("by"))
+    summary = render_summary(report["groups"], report.get("by"))
+    sources = report.get("context_sources")
+    if sources:
+        rows = [
+            [
+                s["source"],
+                fmt_count(s["attempts"]),
+                f"{s['mean_tokens']:.0f}",
+                fmt_count(s["shown"]),
+                fmt_count(s["accepted"]),
+                fmt_metric("acceptance_rate", s["acceptance_rate"]),
+            ]
+            for s in sources
+        ]
+        summary += "\n\nWhat the model saw: prompt tokens and acceptance by context source\n" + format_table(
+            ["source", "attempts", "mean tokens", "shown", "accepted", "acceptance"], rows, "lrrrrr"
+        )
+    return head + "\n\n" + summary
 
 
 def render_summary(groups: Sequence[Mapping[str, Any]], by: str | None = None) -> str:

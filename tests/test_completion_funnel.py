@@ -42,7 +42,7 @@ def test_a_model_answer_becomes_one_response_row_with_its_stages() -> None:
     trace = RequestTrace("file:///a.py", "python", 3)
     funnel.attempt(trace, "opp-1", "model")
     live = Live.at_cursor("file:///a.py", "x = ", 4, SHAPE)
-    live.prompt = Prompt("x = ", "", 3)
+    live.prompt = Prompt.plain("x = ", 3)
     live.context_ms = 2.0
     live.tokens = 2
     live.result = Generation("42\n", 2, "stop", 3, 1, prefill_ms=20.0, first_token_ms=25.0, total_ms=40.0)

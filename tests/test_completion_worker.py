@@ -44,7 +44,7 @@ async def test_a_job_streams_into_its_live_and_records_where_its_time_went() -> 
     assert worker.busy
     await until(lambda: live.done)
     assert live.text == "42\n" and live.result is not None and live.model_id == "fake"
-    assert live.prompt is not None and live.prompt.text.endswith("x = ")
+    assert live.prompt is not None and live.prompt.prefix.endswith("x = ")
     assert live.first_token_at is not None and live.first_token_ms() == live.result.first_token_ms
     await until(lambda: worker.latencies)  # recorded back on the loop
     assert not worker.busy

@@ -30,7 +30,7 @@ def build_on_a_worker_thread(data: object, budget: int = 200) -> str:
     """Build the prompt the way the model worker does: on a thread of its own."""
     out: list[str] = []
     thread = threading.Thread(
-        target=lambda: out.append(build_prompt(data, budget_tokens=budget, count_tokens=count).text)  # type: ignore[arg-type]
+        target=lambda: out.append(build_prompt(data, budget_tokens=budget, count_tokens=count).prefix)  # type: ignore[arg-type]
     )
     thread.start()
     thread.join(30)

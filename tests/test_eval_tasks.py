@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from opportune.server.backends.base import FimTemplate, Generation, GenerationRequest
+from opportune.server.backends.base import Generation, GenerationRequest
 from opportune.server.backends.fake import FakeBackend
 from opportune.server.config import Settings
 from opportune.server.eval.corpus import CorpusError, CorpusRoot, folder_roots, load_files
 from opportune.server.eval.runner import EventRouter, run_quality
 from opportune.server.eval.tasks import KINDS, sample_spans, sample_tasks
 from opportune.server.session import start_session
+from opportune.server.templates import FimTemplate
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 # Real code nobody here wrote, present wherever Python is.
@@ -92,7 +93,7 @@ class RecordingBackend(FakeBackend):
         self.prompts: list[str] = []
 
     def generate(self, request: GenerationRequest) -> Generation:
-        self.prompts.append(request.prompt)
+        self.prompts.append(self.render(request.prompt))
         return super().generate(request)
 
 

@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -24,6 +23,8 @@ import pytest
 from opportune.server.backends.base import BackendError, Cancelled, GenerationRequest
 from opportune.server.backends.http import HttpBackend, approximate_tokens, display_model_id
 from opportune.server.config import ModelSettings
+from opportune.server.prompt import Prompt, PromptInput, build_prompt
+from opportune.server.templates import QWEN
 
 SECRET = "sk-test-0123456789abcdef"
 
@@ -122,7 +123,7 @@ def test_configured_model_name_wins_and_stops_cut_the_text() -> None:
     b.close()
     assert g.text == "x = 1" and g.stop_reason == "eos"
     assert server.bodies("/v1/completions")[0]["model"] == "Qwen/Qwen2.5-Coder 1.5B"
-    assert server.bodies("/v1/completions")[0]["stop"] == ["\n\n"]
+    assert server.bodies("/v1/completions")[0]["stop"][0] == "\n\n"  # then the Qwen family's end markers
     assert b.model_id == "qwen2.5-coder-1.5b"
 
 
@@ -187,22 +188,16 @@ def test_llama_server_without_infill_falls_back_to_completion_once() -> None:
     assert all(x["cache_prompt"] is True and x["n_predict"] == 4 for x in bodies)
 
 
-@dataclass(frozen=True)
-class Parts:
-    prefix: str
-    suffix: str
-    extra: tuple[tuple[str, str], ...] = ()
+def structured_prompt() -> Prompt:
+    """The prompt the builder makes for a cursor in ``area`` with one project file, as the engine does."""
+    text = "def area(r):\n    return \n\nprint(area(2))\n"
+    cursor = text.index("return ") + len("return ")
+    data = PromptInput(text, cursor, "geo.py", "python", None, neighbours=(("util.py", "PI = 3.14\n"),))
+    return build_prompt(data, budget_tokens=200, count_tokens=approximate_tokens, suffix_lines=8)
 
 
-@dataclass
-class InfillRequest(GenerationRequest):
-    """A request carrying structured FIM parts (the field proposed for GenerationRequest)."""
-
-    infill: Parts | None = None
-
-
-def test_structured_infill_parts_are_sent_as_such() -> None:
-    parts = Parts("def area(r):\n    return ", "\n\nprint(area(2))\n", (("util.py", "PI = 3.14\n"),))
+def test_the_prompt_value_is_sent_as_infill_fields_and_as_an_openai_suffix() -> None:
+    prompt = structured_prompt()
     server = Server(
         {
             "/infill": lambda _r: event_stream(llama_server_stream(["PI"])),
@@ -210,17 +205,36 @@ def test_structured_infill_parts_are_sent_as_such() -> None:
         }
     )
     remote = backend(server, kind="llama-server")
-    remote.generate(InfillRequest("<rendered>", max_tokens=4, infill=parts))
+    assert remote.takes_suffix
+    remote.generate(GenerationRequest(prompt, max_tokens=4))
     remote.close()
     [body] = server.bodies("/infill")
-    assert body["input_prefix"] == parts.prefix and body["input_suffix"] == parts.suffix
+    assert body["input_prefix"] == "# geo.py\ndef area(r):\n    return "
+    assert body["input_suffix"] == "\n\nprint(area(2))\n"
     assert body["input_extra"] == [{"filename": "util.py", "text": "PI = 3.14\n"}]
-    openai = backend(server)
-    g = openai.generate(InfillRequest("<rendered>", max_tokens=4, infill=parts))
+    openai = backend(server)  # a model whose name names no FIM family: the suffix field
+    assert openai.fim is None and openai.takes_suffix
+    g = openai.generate(GenerationRequest(prompt, max_tokens=4))
     openai.close()
     [body] = server.bodies("/v1/completions")
-    assert body["prompt"] == parts.prefix and body["suffix"] == parts.suffix
+    assert body["prompt"] == "# util.py\nPI = 3.14\n\n# geo.py\ndef area(r):\n    return "
+    assert body["suffix"] == "\n\nprint(area(2))\n"
     assert g.stop_reason == "eos"
+
+
+def test_an_openai_model_named_as_a_fim_family_gets_its_template_in_the_prompt() -> None:
+    server = Server({"/v1/completions": lambda _r: event_stream(sse(openai_chunk("PI<|file_sep|>x")))})
+    remote = backend(server, remote_model="Qwen/Qwen2.5-Coder-1.5B")
+    assert remote.fim is QWEN
+    g = remote.generate(GenerationRequest(structured_prompt(), max_tokens=4))
+    remote.close()
+    [body] = server.bodies("/v1/completions")
+    assert body["prompt"] == (
+        "<|file_sep|>util.py\nPI = 3.14\n<|file_sep|>geo.py\n"
+        "<|fim_prefix|>def area(r):\n    return <|fim_suffix|>\n\nprint(area(2))\n<|fim_middle|>"
+    )
+    assert "suffix" not in body and body["stop"] == list(QWEN.stops[:4])
+    assert g.text == "PI"  # the family's own end marker is cut here, past the API's four stops
 
 
 def test_prewarm_evaluates_without_generating_on_llama_server_only() -> None:
@@ -279,7 +293,7 @@ def test_token_counts_use_the_server_tokenizer_without_its_bos() -> None:
     server = Server(
         {
             "/extras/tokenize": lambda r: httpx.Response(
-                200, json={"tokens": vocab[json.loads(r.content)["input"]]}
+                200, json={"tokens": vocab.get(json.loads(r.content)["input"], [1, 7, 8, 9])}
             )
         }
     )
@@ -288,8 +302,30 @@ def test_token_counts_use_the_server_tokenizer_without_its_bos() -> None:
     assert b.count_tokens("def f():") == 4
     assert b.tokenize("def f():") == [1, 10, 11, 12, 13]
     b.close()
-    bodies = server.bodies("/extras/tokenize")
-    assert [x["input"] for x in bodies] == ["", "def f():", "def f():"]  # probe, count (then cached), ids
+    bodies = [x["input"] for x in server.bodies("/extras/tokenize")]
+    probes = [x for x in bodies if x.startswith(("<", "▁"))]  # which FIM family's tokens it has: none
+    assert b.fim is None and probes and not b.takes_suffix
+    # probe, count (then cached), ids
+    assert [x for x in bodies if x not in probes] == ["", "def f():", "def f():"]
+
+
+def test_an_openai_servers_tokenizer_says_its_fim_family_whatever_the_models_name() -> None:
+    singles = {"<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"}
+
+    def tokenize(r: httpx.Request) -> httpx.Response:
+        text = json.loads(r.content)["input"]
+        return httpx.Response(200, json={"tokens": [1, 5] if text in singles else [1] + [9] * len(text)})
+
+    server = Server(
+        {"/extras/tokenize": tokenize, "/v1/completions": lambda _r: event_stream(sse(openai_chunk("PI")))},
+        models=["/models/my-finetune.gguf"],
+    )
+    b = backend(server)
+    assert b.fim is QWEN and b.takes_suffix
+    b.generate(GenerationRequest(structured_prompt(), max_tokens=2))
+    b.close()
+    [body] = server.bodies("/v1/completions")
+    assert body["prompt"].startswith("<|file_sep|>util.py\n") and "suffix" not in body
 
 
 def test_token_counts_are_approximated_without_a_tokenize_endpoint() -> None:
@@ -557,3 +593,70 @@ def test_a_key_echoed_past_the_cut_is_masked_whole(
     shown = str(info.value) + caplog.text
     for n in range(8, len(key) + 1):
         assert key[:n] not in shown, f"{n} characters of the key leaked: {shown[-300:]}"
+
+
+def test_openai_logprobs_become_token_probabilities_and_a_refusal_is_asked_again_without() -> None:
+    chunk = {
+        "choices": [
+            {
+                "text": "return a",
+                "index": 0,
+                "finish_reason": None,
+                "logprobs": {"tokens": ["return", " a"], "token_logprobs": [-0.1, -2.3]},
+            }
+        ]
+    }
+    server = Server({"/v1/completions": lambda _r: event_stream(sse(chunk, openai_chunk("", "stop")))})
+    b = backend(server)
+    seen: list[tuple[int, float]] = []
+    g = b.generate(
+        GenerationRequest("def f(a):\n    ", max_tokens=4, on_confidence=lambda at, p: seen.append((at, p)))
+    )
+    assert g.text == "return a"
+    assert [at for at, _ in seen] == [0, 6] and seen[0][1] == pytest.approx(0.905, abs=0.001)
+    assert seen[1][1] == pytest.approx(0.100, abs=0.001)
+    assert server.bodies("/v1/completions")[0]["logprobs"] == 1
+    b.close()
+    # llama_cpp.server without logits_all refuses logprobs: the request is sent again without, once.
+    calls: list[dict[str, Any]] = []
+
+    def refuse_logprobs(r: httpx.Request) -> httpx.Response:
+        body = json.loads(r.content)
+        calls.append(body)
+        if "logprobs" in body:
+            return httpx.Response(
+                500, json={"detail": "logprobs is not supported for models created with logits_all=False"}
+            )
+        return event_stream(sse(openai_chunk("ok", "stop")))
+
+    strict = Server({"/v1/completions": refuse_logprobs})
+    b = backend(strict)
+    for _ in range(2):
+        assert (
+            b.generate(GenerationRequest("x", max_tokens=2, on_confidence=lambda _a, _p: None)).text == "ok"
+        )
+    b.close()
+    assert ["logprobs" in c for c in calls] == [True, False, False]
+
+
+def test_llama_server_token_probabilities_in_either_format() -> None:
+    items = [
+        {
+            "content": "PI",
+            "stop": False,
+            "completion_probabilities": [{"id": 5, "token": "PI", "logprob": -0.5}],
+        },
+        {
+            "content": " *",
+            "stop": False,
+            "completion_probabilities": [{"content": " *", "probs": [{"tok_str": " *", "prob": 0.25}]}],
+        },
+        {"content": "", "stop": True, "stop_type": "eos", "tokens_predicted": 2, "tokens_evaluated": 9},
+    ]
+    server = Server({"/infill": lambda _r: event_stream(sse(*items, done=False))})
+    remote = backend(server, kind="llama-server")
+    seen: list[tuple[int, float]] = []
+    remote.generate(GenerationRequest("x", max_tokens=4, on_confidence=lambda at, p: seen.append((at, p))))
+    remote.close()
+    assert seen == [(0, pytest.approx(0.6065, abs=0.001)), (2, 0.25)]
+    assert server.bodies("/infill")[0]["n_probs"] == 1

@@ -312,7 +312,8 @@ NESTED: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
         GO,
         ("package server", 'import (\n\t"context"\n\t"fmt"\n)', 'import "os"'),
         ("func (s *Server) Run(ctx context.Context) error {", "\thandler := func(w int) error {"),
-        ("type Server struct {", "func helper() int {"),
+        # A struct is data: the outline shows its fields (what code elsewhere in the file uses).
+        ("type Server struct {\n\tname string\n}", "func helper() int {"),
     ),
     "rust": (
         RUST,
@@ -324,7 +325,7 @@ NESTED: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
         ),
         ("impl Cache {", "    #[inline]\n    pub fn get_or_insert(&mut self, key: &str) -> u32 {"),
         (
-            "pub struct Cache {",
+            "pub struct Cache {\n    items: HashMap<String, u32>,\n}",
             "    pub fn new() -> Self {",
             "#[cfg(test)]\nmod tests {",
             "    #[test]\n    fn works() {",
@@ -345,7 +346,10 @@ NESTED: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
         C,
         ("#include <stdio.h>", '#include "cache.h"'),
         ("static int\nlookup(struct cache *c, const char *key)\n{",),
-        ("struct cache {", "int cache_size(const struct cache *c);"),
+        (
+            "struct cache {\n    int size;\n    const char **keys;\n}",
+            "int cache_size(const struct cache *c);",
+        ),
     ),
     "cpp": (
         CPP,

@@ -5,7 +5,15 @@ from pathlib import Path
 import gguf
 import pytest
 
-from opportune.server.templates import CODEGEMMA, CODELLAMA, DEEPSEEK, QWEN, STARCODER, detect_template
+from opportune.server.templates import (
+    CODEGEMMA,
+    CODELLAMA,
+    DEEPSEEK,
+    QWEN,
+    STARCODER,
+    detect_template,
+    template_for_name,
+)
 
 
 def _write_gguf(path: Path, arch: str, name: str, tokens: list[str]) -> None:
@@ -58,6 +66,22 @@ def test_detects_family_from_gguf(
 def test_partial_token_set_is_not_fim() -> None:
     tokens = {"<fim_prefix>", "<fim_middle>"}  # no suffix token
     assert detect_template({"general.architecture": "starcoder"}, tokens.__contains__) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Qwen/Qwen2.5-Coder-1.5B", QWEN),
+        ("bigcode/starcoder2-3b", STARCODER),
+        ("codellama/CodeLlama-7b-hf", CODELLAMA),
+        ("deepseek-ai/deepseek-coder-1.3b-base", DEEPSEEK),
+        ("google/codegemma-2b", CODEGEMMA),
+        ("gpt-3.5-turbo-instruct", None),
+        ("gemma-3-270m", None),
+    ],
+)
+def test_a_remote_models_name_says_its_fim_family(name: str, expected: object) -> None:
+    assert template_for_name(name) == expected
 
 
 def test_render_places_cursor_between_prefix_and_suffix() -> None:

@@ -11,7 +11,9 @@ import re
 import time
 from collections.abc import Callable
 
-from opportune.server.backends.base import Cancelled, FimTemplate, Generation, GenerationRequest
+from opportune.server.backends.base import Cancelled, Generation, GenerationRequest
+from opportune.server.prompt import Prompt, as_prompt
+from opportune.server.templates import FimTemplate, render
 
 _TOKEN = re.compile(r"\s+|\w{1,4}|[^\w\s]")
 
@@ -34,20 +36,30 @@ def copy_continuation(prompt: str, max_chars: int = 200) -> str:
 
 class FakeBackend:
     model_id = "fake"
-    fim: FimTemplate | None = None
+    fim: FimTemplate | None = None  # a test may give the fake a FIM format; then it is shown the suffix
 
     def __init__(
         self,
         continuation: Callable[[str], str] | None = None,
         token_latency_ms: float = 0.0,
         prefill_ms_per_token: float = 0.0,
+        confidence: Callable[[int, str], float] | None = None,
     ) -> None:
         self.continuation = continuation or copy_continuation
+        # A test's stand-in for the model's token probabilities: (token index, token text) -> probability.
+        self.confidence = confidence
         self.token_latency_ms = token_latency_ms
         self.prefill_ms_per_token = prefill_ms_per_token
         self.calls = 0
         self.prewarms = 0
         self._cached: list[str] = []
+
+    @property
+    def takes_suffix(self) -> bool:
+        return self.fim is not None
+
+    def render(self, prompt: Prompt | str) -> str:
+        return render(as_prompt(prompt), self.fim)
 
     def tokenize(self, text: str) -> list[int]:
         return [hash(t) & 0xFFFFFF for t in fake_tokens(text)]
@@ -71,9 +83,9 @@ class FakeBackend:
         self._cached = tokens
         return len(tokens), reused
 
-    def prewarm(self, prompt: str, cancelled: Callable[[], bool]) -> int:
+    def prewarm(self, prompt: Prompt | str, cancelled: Callable[[], bool]) -> int:
         self.prewarms += 1
-        n, reused = self._prefill(prompt, cancelled)
+        n, reused = self._prefill(self.render(prompt), cancelled)
         return n - reused
 
     def generate(self, request: GenerationRequest) -> Generation:
@@ -81,12 +93,14 @@ class FakeBackend:
         if request.cancelled():
             raise Cancelled
         self.calls += 1
-        prompt_tokens, reused = self._prefill(request.prompt, request.cancelled)
+        prompt = self.render(request.prompt)
+        prompt_tokens, reused = self._prefill(prompt, request.cancelled)
         prefill_ms = (time.perf_counter() - start) * 1000
         text = ""
         first: float | None = None
         reason = "length"
-        pieces = fake_tokens(self.continuation(request.prompt))
+        pieces = fake_tokens(self.continuation(prompt))
+        confidence: list[tuple[int, float]] = []
         n = 0
         for piece in pieces[: request.max_tokens]:
             if request.cancelled():
@@ -94,6 +108,11 @@ class FakeBackend:
                 break
             if self.token_latency_ms:
                 time.sleep(self.token_latency_ms / 1000)
+            if self.confidence is not None:
+                probability = self.confidence(n, piece)
+                confidence.append((len(text), probability))
+                if request.on_confidence:
+                    request.on_confidence(len(text), probability)
             text += piece
             n += 1
             if first is None:
@@ -115,6 +134,7 @@ class FakeBackend:
             prefill_ms=prefill_ms,
             first_token_ms=first,
             total_ms=(time.perf_counter() - start) * 1000,
+            confidence=confidence,
         )
 
     def close(self) -> None:

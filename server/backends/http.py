@@ -23,13 +23,14 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import queue
 import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +40,12 @@ from httpx_sse import EventSource
 from opportune.server.backends.base import (
     BackendError,
     Cancelled,
-    FimTemplate,
     Generation,
     GenerationRequest,
     StopReason,
 )
+from opportune.server.prompt import Prompt, as_prompt
+from opportune.server.templates import FimTemplate, detect_template, render, template_for_name
 
 if TYPE_CHECKING:
     from opportune.server.config import ModelSettings
@@ -136,12 +138,17 @@ usual one: a proxy's error page may stay for minutes, and each try costs the use
 _END = object()
 
 
+class _Unanswered(Exception):
+    """The server's tokenizer did not answer (busy or down): a question to ask again later."""
+
+
 @dataclass
 class _Collector:
     """Accumulates a streamed generation, in either wire format, and decides when to close the stream."""
 
     request: GenerationRequest
     started: float
+    extra_stops: tuple[str, ...] = ()  # the FIM format's own end markers, cut here past the API's four
     text: str = ""
     tokens: int = 0
     reason: StopReason | None = None
@@ -156,6 +163,11 @@ class _Collector:
         """Take one decoded chunk; returns a reason to close the stream early, or None to read on."""
         piece, finish = self._parse(item)
         request = self.request
+        if piece and request.on_confidence is not None:
+            at = len(self.text)
+            for token, probability in _token_probabilities(item):
+                request.on_confidence(at, probability)
+                at += len(token)
         if piece:
             now = (time.perf_counter() - self.started) * 1000
             self.times.append(now)
@@ -163,7 +175,8 @@ class _Collector:
                 self.first_token_ms = now
             self.tokens += 1
             self.text += piece
-            hits = [self.text.index(s) for s in request.stops if s and s in self.text]
+            stops = (*request.stops, *self.extra_stops)
+            hits = [self.text.index(s) for s in stops if s and s in self.text]
             if hits:
                 self.text = self.text[: min(hits)]
                 return "eos"
@@ -228,6 +241,36 @@ class _Collector:
         )
 
 
+def _token_probabilities(item: Any) -> list[tuple[str, float]]:
+    """(token text, probability) of each token in a streamed chunk, where the server sent them: OpenAI's
+    ``choices[0].logprobs`` (``tokens``, ``token_logprobs``), llama-server's ``completion_probabilities``
+    (``token`` and ``logprob``; older servers: ``content`` and its entry in ``probs``)."""
+    out: list[tuple[str, float]] = []
+    if not isinstance(item, Mapping):
+        return out
+    choices = item.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
+        logprobs = choices[0].get("logprobs")
+        if isinstance(logprobs, Mapping):
+            tokens, values = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
+            for token, value in zip(tokens, values, strict=False):
+                if isinstance(value, int | float):
+                    out.append((str(token), math.exp(value)))
+        return out
+    for entry in item.get("completion_probabilities") or []:
+        if not isinstance(entry, Mapping):
+            continue
+        if isinstance(entry.get("logprob"), int | float):
+            out.append((str(entry.get("token", "")), math.exp(entry["logprob"])))
+            continue
+        token = str(entry.get("content", ""))
+        for candidate in entry.get("probs") or []:
+            if isinstance(candidate, Mapping) and candidate.get("tok_str") == token:
+                out.append((token, float(candidate.get("prob") or 0.0)))
+                break
+    return out
+
+
 def _int(value: Any, default: int | None) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
@@ -239,13 +282,14 @@ def _never() -> bool:
 class HttpBackend:
     """A remote model behind an OpenAI-compatible completions endpoint or llama.cpp's llama-server.
 
-    ``fim`` stays None: these servers put the fill-in-the-middle tokens around a prefix and a suffix
-    themselves (``/infill``, ``suffix``), so the engine must not render a FIM template into the prompt.
-    A request may carry structured parts as an ``infill`` attribute (``prefix``, ``suffix``, ``extra``: a
-    sequence of (file name, text)); then they are sent as such, otherwise the whole prompt is the prefix.
+    The structured prompt is sent in the server's own terms: llama-server's ``/infill`` takes the code
+    before and after the cursor (``input_prefix``, ``input_suffix``) and the project's files
+    (``input_extra``) and applies the model's FIM format itself.  An OpenAI-compatible server gets the
+    prompt rendered in the model's FIM format (``fim``: found with the server's own tokenizer, where it has
+    a tokenize endpoint, as for a GGUF; else implied by the model's name).  Only a server whose tokenizer
+    cannot be asked gets a ``suffix`` field: llama-cpp-python's server (0.3.36) puts token id 0 where the
+    FIM tokens belong, so a suffix sent to it would corrupt the prompt of any model.
     """
-
-    fim: FimTemplate | None = None
 
     def __init__(
         self,
@@ -307,6 +351,9 @@ class HttpBackend:
         self._down_until = 0.0
         self._down_message = ""
         self._infill = self.kind == "llama-server"  # until the server says the model cannot infill (501)
+        self._template: FimTemplate | None = None
+        self._template_known = False
+        self._no_logprobs = False  # the server refused to return token probabilities
         self._streams = 0
 
         self._loop = asyncio.new_event_loop()
@@ -332,6 +379,24 @@ class HttpBackend:
 
     # ---- the Backend protocol ------------------------------------------------------------------------
 
+    @property
+    def fim(self) -> FimTemplate | None:
+        """The FIM format rendered into an OpenAI-compatible prompt (None: llama-server, or no FIM)."""
+        if self.kind != "openai":
+            return None
+        return self._template or template_for_name(self._remote_model)
+
+    @property
+    def takes_suffix(self) -> bool:
+        if self.kind == "llama-server":
+            return self._infill
+        return self.fim is not None or self._sends_suffix_field
+
+    @property
+    def _sends_suffix_field(self) -> bool:
+        # A tokenizer that can be asked and showed no FIM tokens: the model cannot use a suffix.
+        return self._tokenize_route is None and self.fim is None
+
     def generate(self, request: GenerationRequest) -> Generation:
         started = time.perf_counter()
         if request.cancelled():
@@ -339,9 +404,11 @@ class HttpBackend:
         self._check_up()
         self._ensure_model()
         self._check_up()  # the probe may have found the server answering garbage
-        for _ in range(2):  # a second round only after llama-server refused /infill for this model
+        self._ensure_template()
+        for _ in range(3):  # another round only after a refusal of /infill or of logprobs
             route, payload = self._payload(request, request.max_tokens, stream=True)
-            collector = _Collector(request, started)
+            template = self.fim
+            collector = _Collector(request, started, template.stops if template else ())
             with self._lock:
                 self._streams += 1
             try:
@@ -351,6 +418,11 @@ class HttpBackend:
             except _HttpStatus as e:
                 if route == "/infill" and e.status == 501 and collector.tokens == 0:
                     self._no_infill(e)
+                    continue
+                if "logprobs" in payload and collector.tokens == 0 and e.status in (400, 422, 500, 501):
+                    # llama_cpp.server refuses logprobs unless started with logits_all: ask without.
+                    log.info("%s gives no token probabilities (%s)", self.endpoint, e.detail)
+                    self._no_logprobs = True
                     continue
                 raise self._status_error(route, e) from None
             except _BadAnswer as e:
@@ -373,7 +445,7 @@ class HttpBackend:
             return collector.result(reason)
         raise BackendError(f"{self.endpoint} refused the request")  # pragma: no cover - the loop returns
 
-    def prewarm(self, prompt: str, cancelled: Callable[[], bool]) -> int:
+    def prewarm(self, prompt: Prompt | str, cancelled: Callable[[], bool]) -> int:
         """llama-server: evaluate the prompt into its cache with ``n_predict`` 0; other servers: nothing."""
         if self.kind != "llama-server":
             return 0
@@ -465,10 +537,7 @@ class HttpBackend:
     def _payload(
         self, request: GenerationRequest, n_predict: int, *, stream: bool
     ) -> tuple[str, dict[str, Any]]:
-        parts = getattr(request, "infill", None)
-        prefix = str(getattr(parts, "prefix", request.prompt)) if parts is not None else request.prompt
-        suffix = str(getattr(parts, "suffix", "")) if parts is not None else ""
-        extra: Sequence[tuple[str, str]] = tuple(getattr(parts, "extra", ())) if parts is not None else ()
+        prompt: Prompt = as_prompt(request.prompt)
         if self.kind == "llama-server":
             body: dict[str, Any] = {
                 "n_predict": n_predict,
@@ -482,24 +551,30 @@ class HttpBackend:
                 body["stop"] = list(request.stops)
             if self._configured_model:  # llama-server serves one model (or routes by a name it was given)
                 body["model"] = self._configured_model
+            if request.on_confidence is not None:
+                body["n_probs"] = 1  # the sampled token's probability with each token (a confidence cut)
             if self._infill:
-                body["input_prefix"] = prefix
-                body["input_suffix"] = suffix
-                body["input_extra"] = [{"filename": name, "text": text} for name, text in extra]
+                body["input_prefix"] = prompt.local_prefix
+                body["input_suffix"] = prompt.suffix
+                body["input_extra"] = [{"filename": name, "text": text} for name, text in prompt.project]
                 body["prompt"] = ""
                 return "/infill", body
-            body["prompt"] = request.prompt
+            body["prompt"] = prompt.prefix
             return "/completion", body
+        template = self.fim
+        stops = list(request.stops) + list(template.stops if template else ())
         body = {
-            "prompt": prefix,
+            "prompt": render(prompt, template) if template else prompt.prefix,
             "max_tokens": n_predict,
             "temperature": request.temperature,
             "stream": stream,
         }
-        if suffix:
-            body["suffix"] = suffix
-        if request.stops:
-            body["stop"] = list(request.stops)[:4]  # the OpenAI API takes at most four; the rest cut locally
+        if prompt.suffix and self._sends_suffix_field:
+            body["suffix"] = prompt.suffix
+        if stops:
+            body["stop"] = stops[:4]  # the OpenAI API takes at most four; the rest are cut locally
+        if request.on_confidence is not None and not self._no_logprobs:
+            body["logprobs"] = 1  # each token's log-probability (a confidence cut)
         model = self._remote_model
         if model:
             body["model"] = model
@@ -619,6 +694,28 @@ class HttpBackend:
         """Learn the served model's name and the tokenize endpoint (at start, and after the server was down)."""
         self._ensure_model()
         self._ensure_tokenizer(wait=True)
+        self._ensure_template()
+
+    def _ensure_template(self) -> None:
+        """Which FIM format the served model speaks, asked of its own tokenizer the way a GGUF's vocabulary
+        is (templates.detect_template): each family's special tokens must be single tokens."""
+        if self.kind != "openai" or self._template_known or self._tokenize_route is None:
+            return
+        added = self._added_tokens
+
+        def has_token(text: str) -> bool:
+            ids = self._remote_tokens(text, patient=True)
+            if ids is None:
+                raise _Unanswered
+            return len(ids) - added == 1
+
+        try:
+            self._template = detect_template({"general.name": self._remote_model}, has_token)
+        except _Unanswered:
+            return  # asked again on the next request
+        self._template_known = True
+        if self._template is not None:
+            log.info("remote model speaks the %s FIM format", self._template.family)
 
     def _probe_timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.connect_timeout_s, read=min(PROBE_TIMEOUT_S, self.read_timeout_s))

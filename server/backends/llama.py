@@ -17,8 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from opportune.server.backends.base import BackendError, Cancelled, FimTemplate, Generation, GenerationRequest
-from opportune.server.templates import detect_template
+import numpy as np
+
+from opportune.server.backends.base import BackendError, Cancelled, Generation, GenerationRequest
+from opportune.server.prompt import Prompt, as_prompt
+from opportune.server.templates import FimTemplate, detect_template, render
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ class LlamaBackend:
         self.llm.verbose = False
         self.model_id = str(self.llm.metadata.get("general.name") or path.stem).replace(" ", "-").lower()
         self.fim: FimTemplate | None = detect_template(self.llm.metadata, self._has_token)
+        self.takes_suffix = self.fim is not None
+        self._n_vocab = self.llm.n_vocab()
         self._lock = threading.Lock()  # one context, one user at a time
         log.info("loaded %s (%s prompt)", self.model_id, self.fim.family if self.fim else "prefix-only")
 
@@ -104,8 +109,12 @@ class LlamaBackend:
             llm.eval(tokens[i : i + PREFILL_CHUNK])
         return start
 
-    def prewarm(self, prompt: str, cancelled: Callable[[], bool]) -> int:
-        tokens = self.tokenize(prompt)
+    def render(self, prompt: Prompt | str) -> str:
+        """The text this model is given: the GGUF's FIM template around prefix and suffix, or the prefix."""
+        return render(as_prompt(prompt), self.fim)
+
+    def prewarm(self, prompt: Prompt | str, cancelled: Callable[[], bool]) -> int:
+        tokens = self.tokenize(self.render(prompt))
         with self._lock:
             return len(tokens) - self._prefill(tokens, cancelled)
 
@@ -113,7 +122,7 @@ class LlamaBackend:
         started = time.perf_counter()
         if request.cancelled():
             raise Cancelled
-        tokens = self.tokenize(request.prompt)
+        tokens = self.tokenize(self.render(request.prompt))
         budget = self.llm.n_ctx() - request.max_tokens - 1
         if len(tokens) > budget:  # the engine keeps prompts in budget; this guards a misconfiguration
             tokens = tokens[:1] + tokens[len(tokens) - budget + 1 :]
@@ -132,10 +141,13 @@ class LlamaBackend:
         first: float | None = None
         times: list[float] = []
         reason: Any = "length"
+        confidence: list[tuple[int, float]] = []
         vocab = llm._model.vocab
         import llama_cpp
 
         temp = request.temperature
+        stops = tuple(request.stops) + (self.fim.stops if self.fim else ())
+        ctx = llm._ctx
         generator = llm.generate(
             tokens, temp=temp, top_k=1 if temp <= 0 else 40, repeat_penalty=1.0, reset=True
         )
@@ -148,11 +160,15 @@ class LlamaBackend:
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     reason = "eos"
                     break
+                if request.on_confidence is not None:
+                    probability = self._probability(ctx, token)
+                    confidence.append((len(text), probability))
+                    request.on_confidence(len(text), probability)
                 piece = llm.detokenize([token], prev_tokens=tokens + out)
                 out.append(token)
                 text += decoder.decode(piece)
-                if request.stops and any(s in text for s in request.stops):
-                    text = text[: min(text.index(s) for s in request.stops if s in text)]
+                if stops and any(s in text for s in stops):
+                    text = text[: min(text.index(s) for s in stops if s in text)]
                     reason = "eos"
                     break
                 if request.on_text:
@@ -177,7 +193,20 @@ class LlamaBackend:
             first_token_ms=first,
             total_ms=(time.perf_counter() - started) * 1000,
             token_times_ms=times,
+            confidence=confidence,
         )
+
+    def _probability(self, ctx: Any, token: int) -> float:
+        """The probability the model gave ``token``, from the logits llama.cpp computed to sample it.
+
+        Only the last position's logits exist (no ``logits_all``); they are read in place through the C
+        pointer, and softmax needs one pass over the vocabulary: p = 1 / sum(exp(logit - logit[token])).
+        """
+        logits = np.ctypeslib.as_array(ctx.get_logits_ith(-1), shape=(self._n_vocab,))
+        top = float(logits[token])
+        with np.errstate(over="ignore"):
+            total = float(np.exp(logits - top).sum())
+        return 1.0 / total if total > 0 else 0.0
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(Exception), _quiet_stderr():

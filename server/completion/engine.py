@@ -16,12 +16,12 @@ from opportune.server.backends.base import Backend
 from opportune.server.completion.effective import Effective
 from opportune.server.completion.funnel import FunnelRecorder, Recorder, RequestTrace
 from opportune.server.completion.tracker import TYPING_KINDS, Suggestion, SuggestionTracker
-from opportune.server.completion.worker import Job, Live, ModelWorker, wait_for_text
+from opportune.server.completion.worker import Job, Live, ModelWorker, offer, silence_reason, wait_for_text
 from opportune.server.completion.workspace import LINE_CHARS, Change, DocState, PendingOpportunity, Workspace
-from opportune.server.config import Settings
+from opportune.server.config import CompletionSettings, Settings
 from opportune.server.context.syntax import SyntaxContext
 from opportune.server.documents import Position
-from opportune.server.postprocess import Shape, finish, should_trigger, stop_reached
+from opportune.server.postprocess import Shape, should_trigger
 from opportune.telemetry import events as ev
 
 log = logging.getLogger(__name__)
@@ -193,9 +193,10 @@ class Engine:
             # A finished generation's text is the typeahead cache; one still running is the model answering.
             self.funnel.attempt(trace, opp.opportunity_id, "cache" if live.done else "model")
             trace.live = live
-            text = finish(remaining, shape) if live.done or stop_reached(remaining, shape) else ""
+            shown, final = offer(live, remaining, cursor, c.min_confidence)
+            text = shown if final else ""
             if not text and not live.done:
-                text = await self._wait(live, state, trace, text_now, cursor, c.deadline_ms)
+                text = await self._wait(live, state, trace, text_now, cursor, c)
             return self._answer(state, trace, cursor, text)
 
         # Debounce (an arm setting): a newer keystroke during it cancels the request before any model work.
@@ -211,7 +212,7 @@ class Engine:
             return None
         self.funnel.attempt(trace, opp.opportunity_id, "model")
         live = trace.live = self._start(state, cursor, syntax, shape, text_now, settings)
-        text = await self._wait(live, state, trace, text_now, cursor, c.deadline_ms)
+        text = await self._wait(live, state, trace, text_now, cursor, c)
         if live.error:
             return self._lose(state, trace, "error")
         return self._answer(state, trace, cursor, text)
@@ -232,21 +233,21 @@ class Engine:
         return live
 
     async def _wait(
-        self, live: Live, state: DocState, trace: RequestTrace, text: str, cursor: int, deadline_ms: int
+        self, live: Live, state: DocState, trace: RequestTrace, text: str, cursor: int, c: CompletionSettings
     ) -> str:
         version, gap = trace.version, self.workspace.typing_gap(state)
         current = lambda: state.doc.version == version  # noqa: E731
-        return await wait_for_text(live, current, text, cursor, trace.started, deadline_ms, gap)
+        return await wait_for_text(
+            live, current, text, cursor, trace.started, c.deadline_ms, gap, c.min_confidence
+        )
 
     def _answer(self, state: DocState, trace: RequestTrace, cursor: int, text: str) -> Suggestion | None:
         live = trace.live
         if state.doc.version != trace.version:
             return self._lose(state, trace, "superseded")
         if not text:
-            reason: ev.LossReason = "empty"
-            if live is not None and not live.done:
-                reason = "cancelled" if live.cancel.is_set() else "deadline"
-            return self._lose(state, trace, reason)
+            threshold = self.settings.completion.min_confidence
+            return self._lose(state, trace, silence_reason(live, state.doc.text, cursor, threshold))
         t0 = time.perf_counter()
         total_ms = (t0 - trace.started) * 1000
         position = state.doc.position_at(cursor)

@@ -42,6 +42,7 @@ class RequestTrace:
     version: int  # the document's version when the request arrived
     started: float = field(default_factory=time.perf_counter)
     attempt_id: str | None = None  # set once the server sets out to answer
+    opportunity_id: str = ""
     source: ev.AttemptSource = "model"
     live: Live | None = None  # the generation the answer comes from
     stages: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
@@ -144,9 +145,12 @@ class FunnelRecorder:
     # ---- a request ----------------------------------------------------------------------------------
 
     def attempt(self, trace: RequestTrace, opportunity_id: str, source: ev.AttemptSource) -> None:
+        """The server sets out to answer.  The attempt row is written with the response, once the prompt
+        it sent is known (its tokens per context source; a cancelled request's are zero if it never got
+        that far)."""
         trace.attempt_id = ev.new_id()
+        trace.opportunity_id = opportunity_id
         trace.source = source
-        self.emit(ev.Attempt(self.common(trace.language), trace.attempt_id, opportunity_id, source))
 
     def response(
         self, trace: RequestTrace, suggestion: Suggestion | None, loss: ev.LossReason | None = None
@@ -170,6 +174,20 @@ class FunnelRecorder:
                 stages.setdefault("decode", (time.perf_counter() - live.first_token_at) * 1000)
         text = suggestion.text if suggestion else ""
         prompt = live.prompt if live else None
+        reused = live.result.reused_tokens if live and live.result else 0
+        self.emit(
+            ev.Attempt(
+                common,
+                trace.attempt_id,
+                trace.opportunity_id,
+                trace.source,
+                prompt_tokens=prompt.tokens if prompt else 0,
+                reused_tokens=reused,
+                context_parts=",".join(f"{k}:{n}" for k, n in prompt.tokens_by_part().items())
+                if prompt
+                else "",
+            )
+        )
         self.emit(
             ev.Response(
                 common,
@@ -185,9 +203,9 @@ class FunnelRecorder:
                 completion_id=suggestion.completion_id if suggestion else None,
                 completion_tokens=self._count_tokens(text) if text else 0,
                 completion_text=text or None,
-                prompt_text=prompt.text if prompt else None,
+                prompt_text=prompt.prefix if prompt else None,
                 prompt_tokens=prompt.tokens if prompt else 0,
-                reused_tokens=live.result.reused_tokens if live and live.result else 0,
+                reused_tokens=reused,
             )
         )
 

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 
 from opportune.server.backends.base import Backend, BackendError, Cancelled, Generation, GenerationRequest
 from opportune.server.config import CompletionSettings, Settings
-from opportune.server.postprocess import Shape, finish, stop_reached
+from opportune.server.postprocess import Shape, confident_length, finish, stop_reached
 from opportune.server.prompt import LineTokenCounter, Prompt, PromptInput, build_prompt
+from opportune.telemetry import events as ev
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class Live:
     cancel: threading.Event = field(default_factory=threading.Event)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     prewarm: bool = False  # only warms the model's cache: offers nothing
+    # (offset in ``text`` where a token starts, its probability), as the backend reports them (appended by
+    # the worker; a list append is atomic, and the loop only reads entries already there).
+    confidence: list[tuple[int, float]] = field(default_factory=list)
 
     @classmethod
     def at_cursor(cls, uri: str, text: str, cursor: int, shape: Shape, prewarm: bool = False) -> Live:
@@ -82,6 +86,12 @@ class Live:
             if not fut.done():
                 fut.set_result(None)
         self.waiters.clear()
+
+    def unsure_at(self, cursor: int, threshold: float) -> int | None:
+        """Where what this generation offers at ``cursor`` (``remaining_after``) stops being confident."""
+        typed = cursor - self.at
+        cut = confident_length(self.text, self.confidence, max(0, typed), threshold)
+        return None if cut is None else cut + max(0, typed) - typed
 
     def remaining_after(self, text: str, cursor: int) -> str | None:
         """What this generation still offers at ``cursor`` in ``text`` (the document now)."""
@@ -110,6 +120,31 @@ class Live:
         return (self.first_token_at - self.generate_started) * 1000
 
 
+def offer(live: Live, remaining: str, cursor: int, min_confidence: float) -> tuple[str, bool]:
+    """What to show of ``remaining`` (what ``live`` offers at ``cursor``), and whether it is final (waiting
+    cannot bring more): cut where the model's confidence fell, trimmed to whole lines unless it ended so."""
+    cut = live.unsure_at(cursor, min_confidence)
+    if cut is not None:
+        remaining = remaining[:cut]
+    stopped = stop_reached(remaining, live.shape)
+    ended = cut is None and live.result is not None and live.result.stop_reason in ("eos", "stop")
+    shown = finish(remaining, live.shape, complete=stopped or ended)
+    return shown, cut is not None or stopped or live.done
+
+
+def silence_reason(live: Live | None, text: str, cursor: int, min_confidence: float) -> ev.LossReason:
+    """Why nothing was shown at ``cursor`` in ``text``: the model was unsure of its very first tokens, the
+    generation was cancelled or not there in time, or what it made was empty after post-processing."""
+    if live is None:
+        return "empty"
+    cut = live.unsure_at(cursor, min_confidence)
+    if cut is not None and not (live.remaining_after(text, cursor) or "")[:cut].strip():
+        return "unsure"
+    if not live.done:
+        return "cancelled" if live.cancel.is_set() else "deadline"
+    return "empty"
+
+
 async def wait_for_text(
     live: Live,
     still_current: Callable[[], bool],
@@ -118,6 +153,7 @@ async def wait_for_text(
     started: float,
     deadline_ms: float,
     gap: float | None,
+    min_confidence: float = 0.0,
 ) -> str:
     """Wait for the live generation until it is sufficient, the deadline passes or the user types on.
 
@@ -126,21 +162,19 @@ async def wait_for_text(
     answered rather than risk showing nothing; the generation goes on into the typeahead cache.
     """
     loop = asyncio.get_running_loop()
-    shape = live.shape
     hard = started + deadline_ms / 1000
     soft = min(hard, started + max(0.04, SOFT_DEADLINE_SHARE * gap)) if gap else hard
     while True:
         remaining = live.remaining_after(text, cursor) or ""
-        if live.done or stop_reached(remaining, shape):
-            return finish(remaining, shape)
+        shown, final = offer(live, remaining, cursor, min_confidence)
+        if final:
+            return shown
         now = time.perf_counter()
         if now >= hard or not still_current() or live.cancel.is_set():
             # Progressive answer: what is there (it ends at a token boundary), if it is worth showing.
-            return finish(remaining, shape)
-        if now >= soft:
-            piece = finish(remaining, shape)
-            if piece:
-                return piece
+            return shown
+        if now >= soft and shown:
+            return shown
         fut: asyncio.Future[None] = loop.create_future()
         live.waiters.append(fut)
         with contextlib.suppress(TimeoutError):
@@ -306,8 +340,7 @@ class ModelWorker:
             budget_tokens=c.context_tokens,
             count_tokens=self._counter or backend.count_tokens,
             strategy=c.prompt_strategy,
-            fim=backend.fim,
-            suffix_lines=c.suffix_lines,
+            suffix_lines=c.suffix_lines if backend.takes_suffix else 0,
             step_lines=c.window_step_lines,
         )
 
@@ -335,14 +368,18 @@ class ModelWorker:
                 live.tokens = n
                 loop.call_soon_threadsafe(live.notify)
 
+            def on_confidence(at: int, probability: float) -> None:
+                live.confidence.append((at, probability))
+
             request = GenerationRequest(
-                prompt=prompt.text,
+                prompt=prompt,
                 max_tokens=c.max_tokens if shape.multiline else c.single_line_max_tokens,
                 temperature=c.temperature,
                 should_stop=lambda text: stop_reached(text, shape),
                 cancelled=live.cancel.is_set,
                 on_text=on_text,
-                stops=backend.fim.stops if backend.fim else (),
+                # Reading a probability costs a pass over the vocabulary per token: only when it is used.
+                on_confidence=on_confidence if c.min_confidence > 0 else None,
             )
             live.generate_started = time.perf_counter()
             result = backend.generate(request)
@@ -371,7 +408,7 @@ class ModelWorker:
             if backend is None:
                 return
             backend.prewarm(
-                self._build_prompt(backend, job.data, job.settings.completion).text, live.cancel.is_set
+                self._build_prompt(backend, job.data, job.settings.completion), live.cancel.is_set
             )
         except Cancelled:
             pass

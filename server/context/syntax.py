@@ -123,6 +123,10 @@ class _LanguageSpec:
     """Nodes the outline walks through to find definitions (export, preprocessor conditionals...)."""
     signature_types: frozenset[str] = frozenset()
     """Bodiless declarations shown whole in the outline (interface methods, trait functions)."""
+    record_types: frozenset[str] = frozenset()
+    """Scopes that are data (structs, enums): the outline shows them whole, fields included, and as an
+    enclosing scope their members before the cursor's line belong to the header, since code after a
+    struct uses its fields (a window starting at its closing brace would show ``struct {`` then ``}``)."""
     comment_types: frozenset[str] = frozenset({"comment"})
     string_types: frozenset[str] = frozenset()
     interpolation_types: frozenset[str] = frozenset()
@@ -241,6 +245,7 @@ _SPECS: Final[Mapping[str, _LanguageSpec]] = MappingProxyType(
             ),
             container_types=_names("interface_type"),
             signature_types=_names("method_elem"),
+            record_types=_names("struct_type"),
             string_types=_names("interpreted_string_literal raw_string_literal rune_literal"),
             import_types=_names("package_clause import_declaration"),
             quotes=(b'"', b"`", b"'"),
@@ -254,6 +259,7 @@ _SPECS: Final[Mapping[str, _LanguageSpec]] = MappingProxyType(
             ),
             container_types=_names("impl_item trait_item mod_item"),
             signature_types=_names("function_signature_item"),
+            record_types=_names("struct_item enum_item union_item"),
             comment_types=_names("line_comment block_comment"),
             string_types=_names("string_literal raw_string_literal char_literal"),
             # `mod name;` (no body) pulls a file in, like an import.
@@ -285,6 +291,7 @@ _SPECS: Final[Mapping[str, _LanguageSpec]] = MappingProxyType(
             function="language",
             scope_types=_C_SCOPES,
             container_types=_names("struct_specifier union_specifier"),
+            record_types=_names("struct_specifier union_specifier enum_specifier"),
             transparent_types=_C_PREPROCESSOR,
             string_types=_names("string_literal char_literal system_lib_string"),
             import_types=_names("preproc_include"),
@@ -771,7 +778,10 @@ def _enclosing_scopes(
         header = _scope_header(node, source, spec)
         if header is None or header[1] > cursor or not _inside_body(node, source, cursor, spec):
             continue
-        found.append((header[0], (node.start_byte, node.end_byte), header[2]))
+        text = header[2]
+        if node.type in spec.record_types:
+            text = _decode(source[header[0] : max(header[1], _line_start(source, cursor))]).rstrip()
+        found.append((header[0], (node.start_byte, node.end_byte), text))
     found.sort(key=lambda item: item[0])
     return [(key, text) for _, key, text in found]
 
@@ -1003,7 +1013,8 @@ def _outline_near(
                 heapq.heappush(heap, (_distance(child, cursor), next(tiebreak), child, depth, 0))
             continue
         for target in _outline_targets(member, spec):
-            if target.type in spec.container_types and depth + 1 < _OUTLINE_MAX_DEPTH:
+            whole = target.type in spec.record_types
+            if target.type in spec.container_types and depth + 1 < _OUTLINE_MAX_DEPTH and not whole:
                 body = target.child_by_field_name("body") or target
                 for child in body.named_children:
                     heapq.heappush(heap, (_distance(child, cursor), next(tiebreak), child, depth + 1, 0))
@@ -1011,7 +1022,7 @@ def _outline_near(
                 continue
             # From the member, so that `const f = () => {` keeps its `const f =`.
             start = min(_header_start(target, spec), _header_start(member, spec))
-            end = _header_end(target, spec)
+            end = target.end_byte if whole else _header_end(target, spec)
             if end is None:  # a bodiless declaration (prototype, interface method): show it whole
                 end = target.end_byte
                 terminator = target.next_sibling
