@@ -45,6 +45,12 @@ class RedactionUnavailable(RuntimeError):
     """The secret detector library is missing: nothing should be written."""
 
 
+def redact_patterns(text: str) -> str:
+    """Only the first pass (no detector library, cheap): for messages built on the request path, such as a
+    model's error text shown to the user."""
+    return _patterns(text)
+
+
 def _patterns(text: str) -> str:
     text = _PRIVATE_KEY.sub(MARK, text)
     text = _ASSIGNED.sub(lambda m: f"{m.group(1)}{m.group(2)}{MARK}{m.group(2)}", text)

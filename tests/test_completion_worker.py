@@ -224,3 +224,21 @@ async def test_the_worker_thread_leaves_the_loops_state_to_the_loop(monkeypatch:
     assert appends == [loop, loop]
     assert {name for name, _ in writes} >= {"live", "told_user"}
     assert all(thread == loop for _, thread in writes), writes
+
+
+async def test_an_unexpected_model_error_is_shown_without_the_secrets_its_text_carried() -> None:
+    told: list[str] = []
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4"
+
+    class Leaky(FakeBackend):
+        def generate(self, request: GenerationRequest) -> Generation:
+            raise RuntimeError(f"POST failed with Authorization: Bearer {token}")
+
+    worker = ModelWorker(lambda _s: Leaky(), told.append)
+    live = Live.at_cursor("file:///a.py", "x = ", 4, ONE_LINE)
+    worker.start(live, job())
+    await until(lambda: live.done)
+    await until(lambda: told)
+    assert live.error is not None and live.error.startswith("the model failed")
+    assert token not in live.error and token not in told[0]
+    worker.shutdown()

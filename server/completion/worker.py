@@ -29,6 +29,7 @@ from opportune.server.config import CompletionSettings, Settings
 from opportune.server.postprocess import Shape, confident_length, finish, stop_reached
 from opportune.server.prompt import LineTokenCounter, Prompt, PromptInput, build_prompt
 from opportune.telemetry import events as ev
+from opportune.telemetry.redact import redact_patterns
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +395,9 @@ class ModelWorker:
             live.error = str(e)
         except Exception as e:
             log.exception("generation failed")
-            live.error = f"the model failed: {e}"
+            # The text of an unexpected error can hold what the backend was given (a key, a URL with a
+            # password): the same token patterns as the dataset export take them out before anyone sees it.
+            live.error = redact_patterns(f"the model failed: {e}")
         finally:
             live.done = True
             with contextlib.suppress(RuntimeError):  # the loop may be closed at shutdown
