@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from opportune.telemetry.events import Attempt, Common, Opportunity, Outcome, Response, Shown
+from opportune.telemetry.events import Attempt, Common, Opportunity, Outcome, Persistence, Response, Shown
 from opportune.telemetry.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -56,7 +56,17 @@ def exposed() -> dict[str, set[str]]:
             loss_reason="deadline",
         ),
         Shown(c, completion_id="c", attempt_id="a"),
-        Outcome(c, completion_id="c", outcome="accepted", accepted_chars=12, accepted_tokens=4),
+        Outcome(
+            c,
+            completion_id="c",
+            outcome="accepted",
+            accepted_chars=12,
+            accepted_tokens=4,
+            keystrokes_saved=11,
+        ),
+        Persistence(
+            c, completion_id="c", status="measured", checkpoint_s=30.0, accepted_chars=12, kept_chars=12
+        ),
     ):
         metrics.observe(event)
     with metrics.serve(port=0) as server, urllib.request.urlopen(server.url, timeout=30) as response:
