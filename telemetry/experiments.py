@@ -403,6 +403,7 @@ def analyse(
     peeking: PeekingPlan | None = None,
     now: float | None = None,
     target_lift: float = 0.10,
+    intervals: bool | Sequence[str] = True,
 ) -> ExperimentAnalysis:
     """The per-arm analysis of ``experiment`` over loaded events (see the module docstring).
 
@@ -410,6 +411,7 @@ def analyse(
     by name.  ``weights`` are the declared arm weights for the SRM check (equal when omitted).  With
     ``peeking`` the analysis is always-valid: it uses the events before today (``now``) and that look's
     share of alpha; before the first full day it falls back to fixed-horizon, with a warning.
+    ``intervals`` as for ``analyse_units``.
     """
     guardrails = guardrails or Guardrails()
     selected = frames.filter(experiment=experiment)
@@ -438,6 +440,7 @@ def analyse(
         peeking=peeking if look_day is not None else None,
         look_day=look_day,
         target_lift=target_lift,
+        intervals=intervals,
     )
     return replace(analysis, warnings=[*analysis.warnings, *note]) if note else analysis
 

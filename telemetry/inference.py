@@ -45,7 +45,7 @@ from scipy import stats
 RESAMPLES = 4_999  # random assignments when enumerating all of them would be too many
 EXACT_LIMIT = 20_000  # enumerate every assignment up to this many (C(16, 8) = 12,870)
 SEARCH_LIMIT = math.log(1e4)  # effects beyond x10,000 either way are "unbounded"
-TOLERANCE = 1e-4  # on the log of the effect, for interval bounds
+TOLERANCE = 1e-3  # on the log of the effect, for interval bounds (0.1%)
 
 Bound = Literal["rate", "positive"]
 
