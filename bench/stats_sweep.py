@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     settings = args.heterogeneity or ["all at once"]
     results: dict[str, Any] = {"seed": args.seed, "aa": {}, "peeking": {}, "power": {}}
-    for h in settings:
+    for h in settings if args.runs else []:
         for size in sizes:
             key = f"{h} / {size} per arm"
             results["aa"][key] = timed(f"A/A {key}", partial(fixed, BASE, size, args.runs, h, rng))

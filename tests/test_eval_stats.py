@@ -59,8 +59,10 @@ def test_error_bar_intervals_surround_their_estimates() -> None:
     rng = np.random.default_rng(3)
     values = rng.random(80)
     m = mean_interval(values)
-    assert m.low is not None and m.high is not None and m.low < m.estimate < m.high  # type: ignore[operator]
+    assert m.estimate is not None and m.low is not None and m.high is not None
+    assert m.low < m.estimate < m.high
     num, den = rng.poisson(30, 50), rng.poisson(20, 50) + 1
     r = ratio_interval(num, den)
     assert r.estimate == num.sum() / den.sum()
-    assert r.low is not None and r.high is not None and r.low < r.estimate < r.high
+    assert r.estimate is not None and r.low is not None and r.high is not None
+    assert r.low < r.estimate < r.high

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ def installs(rng: np.random.Generator, n: int, cpo: float = 2.0) -> tuple[np.nda
     return chars.astype(float), opportunities.astype(float)
 
 
-def scipy_statistic(x: np.ndarray, y: np.ndarray, n_control: int):  # type: ignore[no-untyped-def]
+def scipy_statistic(x: np.ndarray, y: np.ndarray, n_control: int) -> Any:
     """The same studentized statistic, for scipy.stats.permutation_test over install indices."""
 
     def group(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
