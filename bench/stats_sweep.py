@@ -6,7 +6,7 @@
 Every simulated experiment goes through ``analyse_units``, the function ``report`` and the dashboard use,
 with per-install latencies (so the guardrails take part in the verdict).  Reported per setting: the share
 of A/A runs whose CPO lift interval misses zero, the share whose verdict claims a difference ("ship",
-"harm" or "better, guardrails unclear"), and for a true 20% CPO lift the share that says "ship"; each rate
+"harm"), and for a true 20% CPO lift the share that says "ship"; each rate
 with its Clopper-Pearson 95% interval (statsmodels), so the number of runs shows in the answer.
 
 Peeking: each simulated team of installs is analysed after every day for 30 days, always-valid (the

@@ -24,10 +24,9 @@ Guardrails (latency p50 and p95 per install, error rate) are decided by tests ag
 never by point estimates: "breached" when significantly beyond the margin, "within margin" when
 significantly inside it, otherwise "not yet shown within margin".
 
-Verdicts per treatment arm: "ship" (CPO significantly higher, every guardrail within margin), "better,
-guardrails unclear" (CPO higher, a guardrail not yet shown within margin), "harm" (CPO significantly
-lower, or a guardrail breached), "no difference yet" (nothing significant, and the experiment is big
-enough to see the target lift), "too few installs to tell" (nothing significant, and it is not: the
+Verdicts per treatment arm: "ship" (CPO significantly higher, no guardrail breached; one not yet shown
+within its margin is listed as a caution), "harm" (CPO significantly lower, or a guardrail breached),
+"no difference yet" (nothing significant, and the experiment is big enough to see the target lift), "too few installs to tell" (nothing significant, and it is not: the
 arm's ``sizing`` says what it can see and the installs the target lift needs); "control" for control.
 """
 
@@ -184,13 +183,12 @@ Verdict = Literal[
     "control",
     "ship",
     "harm",
-    "better, guardrails unclear",
     "no difference yet",
     "too few installs to tell",
     "invalid: sample ratio mismatch",
 ]
 # Verdicts that claim the arms differ (what an A/A experiment must rarely say).
-CLAIMS: frozenset[str] = frozenset({"ship", "harm", "better, guardrails unclear"})
+CLAIMS: frozenset[str] = frozenset({"ship", "harm"})
 
 
 @dataclass(frozen=True)
@@ -677,8 +675,8 @@ def _verdict(
     if any(c.status == "breached" for c in checks) or (cpo.significant and (cpo.difference or 0) < 0):
         return "harm"
     if cpo.significant and (cpo.difference or 0) > 0:
-        if any(c.status == "not yet shown within margin" for c in checks):
-            return "better, guardrails unclear"
+        # Guardrails not yet shown within their margins do not hold a ship back: proving safety for a
+        # rare event (1% errors) would take hundreds of installs; they are listed as cautions instead.
         return "ship"
     if size is not None and size.detectable_lift is not None and size.detectable_lift <= target_lift:
         return "no difference yet"

@@ -44,7 +44,6 @@ VERDICT_CLASSES: dict[str, str] = {
     "harm": "bad",
     "no difference yet": "neutral",
     "too few installs to tell": "neutral",
-    "better, guardrails unclear": "neutral",
     "control": "control",
     "invalid: sample ratio mismatch": "bad",
 }
