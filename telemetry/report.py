@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from opportune.telemetry.cpo import METRICS, by_context_source, parse_since, summarise
-from opportune.telemetry.experiments import ExperimentAnalysis, analyse
+from opportune.telemetry.experiments import ExperimentAnalysis, PeekingPlan, analyse
 from opportune.telemetry.frames import EventFrames, json_safe
 from opportune.telemetry.numbers import (
     DASH,
@@ -70,6 +70,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--control", metavar="ARM", help="control arm (default: the first declared, or 'control')"
     )
     parser.add_argument(
+        "--target-lift",
+        type=float,
+        default=0.10,
+        metavar="FRACTION",
+        help="the CPO lift the team cares about, for sizing: 0.10 = 10%% (default)",
+    )
+    parser.add_argument(
+        "--fixed-horizon",
+        action="store_true",
+        help="one planned look: fixed-horizon intervals instead of always-valid ones (not for daily peeking)",
+    )
+    parser.add_argument(
+        "--horizon-days",
+        type=int,
+        default=PeekingPlan().horizon_days,
+        metavar="DAYS",
+        help="the planned length of the experiment in days with data (always-valid looks; default 30)",
+    )
+    parser.add_argument(
         "--weights",
         metavar="ARM=W,...",
         help="declared arm weights for the sample-ratio check, e.g. A=1,B=1 (default: equal weights)",
@@ -93,6 +112,18 @@ def parse_weights(text: str) -> dict[str, float]:
     return weights
 
 
+def _target_lift(value: float) -> float:
+    if not 0 < value < 10:
+        raise ValueError(f"--target-lift {value}: expected a fraction such as 0.10 for 10%")
+    return value
+
+
+def _horizon(value: int) -> int:
+    if not 1 <= value <= 3650:
+        raise ValueError(f"--horizon-days {value}: expected a whole number of days from 1 to 3650")
+    return value
+
+
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run ``opportune report`` with parsed arguments; 0 on success, 2 on a user-facing error."""
     out = out or sys.stdout
@@ -105,6 +136,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             experiment=args.experiment,
             control=getattr(args, "control", None),
             weights=parse_weights(args.weights) if getattr(args, "weights", None) else None,
+            target_lift=_target_lift(getattr(args, "target_lift", 0.10)),
+            peeking=None
+            if getattr(args, "fixed_horizon", False)
+            else PeekingPlan(
+                horizon_days=_horizon(getattr(args, "horizon_days", PeekingPlan().horizon_days))
+            ),
         )
     except (StoreError, ValueError) as exc:  # AnalysisError is a ValueError
         print(f"opportune report: error: {exc}", file=err)
@@ -124,6 +161,8 @@ def load_report(
     experiment: str | None = None,
     control: str | None = None,
     weights: Mapping[str, float] | None = None,
+    target_lift: float = 0.10,
+    peeking: PeekingPlan | None = PeekingPlan(),  # noqa: B008 -- a frozen dataclass
 ) -> dict[str, Any]:
     """The report of stores (the default store when ``paths`` is empty), as JSON-ready data.
 
@@ -134,7 +173,15 @@ def load_report(
     resolved = store_paths(paths)
     frames = open_events(resolved, since=since_ts)
     return build_report(
-        frames, paths=resolved, since=since_ts, by=by, experiment=experiment, control=control, weights=weights
+        frames,
+        paths=resolved,
+        since=since_ts,
+        by=by,
+        experiment=experiment,
+        control=control,
+        weights=weights,
+        target_lift=target_lift,
+        peeking=peeking,
     )
 
 
@@ -160,6 +207,8 @@ def build_report(
     experiment: str | None = None,
     control: str | None = None,
     weights: Mapping[str, float] | None = None,
+    target_lift: float = 0.10,
+    peeking: PeekingPlan | None = PeekingPlan(),  # noqa: B008 -- a frozen dataclass
     now: float | None = None,
 ) -> dict[str, Any]:
     """The report as JSON-ready data: the summary groups, or the experiment analysis.
@@ -172,7 +221,10 @@ def build_report(
         "installs": len(frames.installs()),
     }
     if experiment:
-        report["experiment"] = analyse(frames, experiment, control, weights=weights).to_dict()
+        analysis = analyse(
+            frames, experiment, control, weights=weights, target_lift=target_lift, peeking=peeking, now=now
+        )
+        report["experiment"] = {**analysis.to_dict(), "intervals": analysis.describe_intervals()}
     else:
         report["by"] = by
         report["groups"] = [s.to_dict() for s in summarise(frames, [by] if by else [], now=now)]
@@ -379,9 +431,63 @@ def _estimate(name: str, e: Mapping[str, Any]) -> str:
 
 
 def _lift(c: Mapping[str, Any] | None) -> str:
+    """``+12.0% [-3.1%, +30.2%]``; an open end as ``+inf)``: the data cannot rule out any large lift."""
     if not c or c["relative"] is None:
         return DASH
-    return f"{fmt_relative(c['relative'])} [{fmt_relative(c['relative_ci_low'])}, {fmt_relative(c['relative_ci_high'])}]"
+    if c["relative_ci_low"] is None:
+        return fmt_relative(c["relative"])
+    high = "+inf)" if c.get("unbounded_high") else f"{fmt_relative(c['relative_ci_high'])}]"
+    return f"{fmt_relative(c['relative'])} [{fmt_relative(c['relative_ci_low'])}, {high}"
+
+
+def _change(check: Mapping[str, Any]) -> str:
+    """A guardrail's change with its interval: relative for latency, absolute for the error rate."""
+    if check["change"] is None:
+        return DASH
+    if check["name"] == "latency p95 ceiling":
+        value = f"{check['change']:.0f} ms"
+        if check["change_low"] is not None and check["change_high"] is not None:
+            value += f" [{check['change_low']:.0f}, {check['change_high']:.0f}]"
+        return value
+    fmt = (lambda v: f"{v:+.1%}") if check["name"].startswith("latency") else (lambda v: f"{v:+.2%}")
+    text = fmt(check["change"])
+    if check["change_low"] is not None:
+        high = "+inf)" if check["change_high"] is None else f"{fmt(check['change_high'])}]"
+        text += f" [{fmt(check['change_low'])}, {high}"
+    return text
+
+
+def _margin(check: Mapping[str, Any]) -> str:
+    if check["name"] == "latency p95 ceiling":
+        return f"{check['margin']:.0f} ms"
+    return f"+{check['margin']:.0%}" if check["name"].startswith("latency") else f"+{check['margin']:.2%}"
+
+
+def _sizing(arm: Mapping[str, Any]) -> str:
+    size = arm.get("sizing")
+    if not size:
+        return "needs 2+ installs in each arm"
+    target = f"{size['target_lift']:.0%}"
+    needed = size["installs_per_arm_needed"]
+    need = f"about {needed:,} installs per arm for a {target} lift" if needed else f"unknown for {target}"
+    if size["detectable_lift"] is None:
+        return f"no lift is detectable at {size['installs_per_arm']:g} installs per arm; {need}"
+    return (
+        f"detects a {size['detectable_lift']:.0%} lift ({size['power']:.0%} power) at "
+        f"{size['installs_per_arm']:g} installs per arm; {need}"
+    )
+
+
+def _level(alpha: float) -> str:
+    """The confidence level of a look, e.g. 95% or 99.93%."""
+    text = f"{(1 - alpha) * 100:.2f}".rstrip("0").rstrip(".")
+    return f"{text}%"
+
+
+def _interval_kind(a: Mapping[str, Any]) -> str:
+    if a.get("interval_kind") == "always-valid":
+        return f"always-valid (day {a['look_day']} of {a['horizon_days']})"
+    return "fixed-horizon (one planned look)"
 
 
 def render_experiment(analysis: Mapping[str, Any] | ExperimentAnalysis) -> str:
@@ -393,7 +499,8 @@ def render_experiment(analysis: Mapping[str, Any] | ExperimentAnalysis) -> str:
     total_units = sum(arm["units"] for arm in arms)
     lines = [
         f'Experiment "{a["experiment"]}": control {control}, {len(arms)} arms, {total_units:,} installs'
-        + (f", p-values Holm-corrected across {len(arms) - 1} comparisons" if a["correction"] else "")
+        + (f", p-values Holm-corrected across {len(arms) - 1} comparisons" if a["correction"] else ""),
+        f"Intervals: {a.get('intervals') or _interval_kind(a)}",
     ]
     srm_total = max(sum(srm["units"].values()), 1)
     shares = ", ".join(
@@ -421,22 +528,18 @@ def render_experiment(analysis: Mapping[str, Any] | ExperimentAnalysis) -> str:
             ]
         )
     p_header = "p (Holm)" if a["correction"] else "p"
+    lift_header = f"lift vs control [{_level(a['alpha_look'])} CI]"
     lines += [
         "",
         format_table(
-            [
-                "arm",
-                "units",
-                "opportunities",
-                "CPO [95% CI]",
-                "lift vs control [95% CI]",
-                p_header,
-                "verdict",
-            ],
+            ["arm", "units", "opportunities", "CPO [95% CI]", lift_header, p_header, "verdict"],
             rows,
             "lrrllrl",
         ),
     ]
+    sizes = [f"  {arm['arm']}: {_sizing(arm)}" for arm in arms if arm["arm"] != control]
+    if sizes:
+        lines += ["", "What this size can tell (80% power, normal approximation for planning):", *sizes]
 
     factor_rows = []
     for metric in METRICS:
@@ -455,32 +558,58 @@ def render_experiment(analysis: Mapping[str, Any] | ExperimentAnalysis) -> str:
             )
     lines += [
         "",
-        "Each factor per arm, 95% intervals over installs (delta method); log lifts add up to CPO's",
+        "Each factor per arm: 95% intervals over installs (Student's t, log or logit scale); lifts by "
+        "permutation tests over installs; log lifts add up to CPO's",
         format_table(
-            ["metric", "arm", "estimate [95% CI]", "lift vs control [95% CI]", p_header, "log lift"],
+            ["metric", "arm", "estimate [95% CI]", lift_header, p_header, "log lift"],
             factor_rows,
             "llllrr",
         ),
     ]
 
-    guard_rows = [
-        [
-            arm["arm"],
-            fmt_ms(arm["latency_p50_ms"]),
-            fmt_ms(arm["latency_p95_ms"]),
-            _estimate("error_rate", arm["error_rate"]),
-            _estimate("persistence_rate", arm.get("follow_up", {}).get("persistence") or {"value": None}),
-            "; ".join(arm["guardrail_breaches"]) or (DASH if arm["arm"] == control else "ok"),
-        ]
-        for arm in arms
-    ]
+    guard_rows = []
+    for arm in arms:
+        if arm["arm"] == control:
+            guard_rows.append(
+                [
+                    arm["arm"],
+                    "",
+                    fmt_ms(arm["latency_p50_ms"]),
+                    fmt_ms(arm["latency_p95_ms"]),
+                    "",
+                    "",
+                    "control",
+                ]
+            )
+            continue
+        for i, check in enumerate(arm.get("guardrails") or []):
+            guard_rows.append(
+                [
+                    arm["arm"] if i == 0 else "",
+                    check["name"],
+                    fmt_ms(arm["latency_p50_ms"]) if i == 0 else "",
+                    fmt_ms(arm["latency_p95_ms"]) if i == 0 else "",
+                    _change(check),
+                    _margin(check),
+                    check["status"],
+                ]
+            )
     lines += [
         "",
-        "Guardrails",
+        "Guardrails: each decided by tests against its margin (breached = significantly beyond it); "
+        "latency compares each install's own p50/p95",
         format_table(
-            ["arm", "p50 ms", "p95 ms", "error rate [95% CI]", "persistence [95% CI]", "breaches"],
+            [
+                "arm",
+                "guardrail",
+                "p50 ms",
+                "p95 ms",
+                f"change [{_level(a['alpha_look'])} CI]",
+                "margin",
+                "status",
+            ],
             guard_rows,
-            "lrrlll",
+            "llrrlrl",
         ),
     ]
     if a["warnings"]:

@@ -53,6 +53,37 @@ class ArmTruth:
         )
 
 
+@dataclass(frozen=True)
+class Heterogeneity:
+    """How much installs differ from each other (the spread that makes small experiments hard).
+
+    ``activity_dispersion``: squared coefficient of variation of an install's activity (gamma), 4 is
+    "very uneven" (a few installs type most of the code).  ``acceptance_concentration``: beta
+    concentration of an install's acceptance propensity around the arm's rate; 2 is "widely spread".
+    ``length_sigma``: log-normal sigma of each accepted suggestion's length around the arm's mean
+    (0: Poisson only; 1.2: long-tailed, a few accepts carry whole blocks).  ``latency_sigma``: log-normal
+    sigma of an install's latency level (its machine) around the arm's median.
+    """
+
+    activity_dispersion: float = 1.0
+    acceptance_concentration: float = 20.0
+    length_sigma: float = 0.0
+    latency_sigma: float = 0.2
+
+
+# Named settings for the simulation checks (tests and bench/stats_sweep.py).
+HETEROGENEITY: dict[str, Heterogeneity] = {
+    "low spread": Heterogeneity(activity_dispersion=0.3, acceptance_concentration=100.0),
+    "moderate": Heterogeneity(),
+    "uneven activity": Heterogeneity(activity_dispersion=4.0),
+    "spread acceptance": Heterogeneity(acceptance_concentration=2.0),
+    "long-tailed lengths": Heterogeneity(length_sigma=1.2),
+    "all at once": Heterogeneity(
+        activity_dispersion=4.0, acceptance_concentration=2.0, length_sigma=1.2, latency_sigma=0.4
+    ),
+}
+
+
 def simulate_units(
     arms: Mapping[str, ArmTruth],
     units: int | Mapping[str, int],
@@ -61,54 +92,120 @@ def simulate_units(
     opportunities_mean: float = 200.0,
     activity_dispersion: float = 1.0,
     acceptance_concentration: float = 20.0,
+    heterogeneity: Heterogeneity | None = None,
+    latency: bool = False,
+    days: int = 1,
 ) -> pd.DataFrame:
-    """Per-install funnel counts: columns ``arm``, ``install_id`` and ``opportune.telemetry.cpo.COUNT_COLUMNS``.
+    """Per-install funnel counts: columns ``arm``, ``install_id`` and ``COUNT_COLUMNS``.
 
-    ``units`` is the number of installs per arm (one number for all, or per arm).
-    ``activity_dispersion`` is the squared coefficient of variation of an install's activity;
-    ``acceptance_concentration`` the beta concentration of its acceptance propensity (lower: more
-    spread between people).
+    ``units`` is the number of installs per arm (one number for all, or per arm).  ``heterogeneity``
+    (default: from ``activity_dispersion`` and ``acceptance_concentration``) sets how installs differ.
+    ``latency`` adds each install's ``latency_p50_ms`` and ``latency_p95_ms`` over its shown
+    suggestions (NaN below 5).  With ``days`` > 1 the table gains a ``day`` column (1..days): each
+    install's activity is spread over the days, its propensities the same every day.
     """
+    h = heterogeneity or Heterogeneity(activity_dispersion, acceptance_concentration)
     tables: list[pd.DataFrame] = []
     for arm, truth in arms.items():
         n = units if isinstance(units, int) else units[arm]
-        activity = rng.gamma(1 / activity_dispersion, opportunities_mean * activity_dispersion, size=n)
-        opportunities = rng.poisson(activity)
-        attempts = rng.binomial(opportunities, truth.attempt_rate)
-        shown = rng.binomial(attempts, truth.feedback_rate)
-        error_share = (
-            min(1.0, truth.error_rate / (1 - truth.feedback_rate)) if truth.feedback_rate < 1 else 0.0
-        )
-        errors = rng.binomial(attempts - shown, error_share)
-        k = acceptance_concentration
+        activity = rng.gamma(1 / h.activity_dispersion, opportunities_mean * h.activity_dispersion, size=n)
+        k = h.acceptance_concentration
         propensity = rng.beta(truth.acceptance_rate * k, (1 - truth.acceptance_rate) * k, size=n)
-        accepted = rng.binomial(shown, propensity)
-        tokens = rng.poisson(accepted * truth.tokens_per_accept)
-        chars = rng.poisson(tokens * truth.chars_per_token)
+        speed = np.exp(rng.normal(0.0, h.latency_sigma, size=n))
         # People differ in how much of what they accept they keep: a beta draw per install.
         keeps = rng.beta(truth.persistence * k + 1e-9, (1 - truth.persistence) * k + 1e-9, size=n)
-        persisted = rng.binomial(chars, keeps)
-        tables.append(
-            pd.DataFrame(
-                {
-                    "arm": arm,
-                    "install_id": [f"sim-{arm}-{i:06d}" for i in range(n)],
-                    "opportunities": opportunities,
-                    "attempts": attempts,
-                    "shown": shown,
-                    "accepted": accepted,
-                    "accepted_chars": chars,
-                    "accepted_tokens": tokens,
-                    "responses": attempts,
-                    "errors": errors,
-                    "keystrokes_saved": np.maximum(chars - accepted, 0),
-                    "persisted_chars": persisted,
-                    "measured_chars": chars,
-                }
-            )
-        )
+        for day in range(1, days + 1):
+            table = _one_day(arm, truth, h, activity / days, propensity, keeps, speed, rng, latency)
+            if days > 1:
+                table.insert(2, "day", day)
+            tables.append(table)
     table = pd.concat(tables, ignore_index=True)
-    return table[["arm", "install_id", *COUNT_COLUMNS]]
+    extra = [c for c in ("day", "latency_level_ms", "latency_p50_ms", "latency_p95_ms") if c in table.columns]
+    return table[["arm", "install_id", *COUNT_COLUMNS, *extra]]
+
+
+MIN_INSTALL_LATENCIES = 5
+
+
+def _one_day(
+    arm: str,
+    truth: ArmTruth,
+    h: Heterogeneity,
+    activity: np.ndarray,
+    propensity: np.ndarray,
+    keeps: np.ndarray,
+    speed: np.ndarray,
+    rng: np.random.Generator,
+    latency: bool,
+) -> pd.DataFrame:
+    n = activity.size
+    opportunities = rng.poisson(activity)
+    attempts = rng.binomial(opportunities, truth.attempt_rate)
+    shown = rng.binomial(attempts, truth.feedback_rate)
+    error_share = min(1.0, truth.error_rate / (1 - truth.feedback_rate)) if truth.feedback_rate < 1 else 0.0
+    errors = rng.binomial(attempts - shown, error_share)
+    accepted = rng.binomial(shown, propensity)
+    if h.length_sigma > 0:
+        # Each accept's expected length is log-normal (mean 1, so the arm's mean holds): a long tail.
+        sigma = h.length_sigma
+        lengths = np.exp(rng.normal(-sigma * sigma / 2, sigma, size=int(accepted.sum())))
+        running = np.r_[0.0, np.cumsum(lengths)]
+        ends = np.cumsum(accepted)
+        scale = running[ends] - running[ends - accepted]  # each install's accepts, summed
+    else:
+        scale = accepted.astype(float)
+    tokens = rng.poisson(scale * truth.tokens_per_accept)
+    chars = rng.poisson(tokens * truth.chars_per_token)
+    table = pd.DataFrame(
+        {
+            "arm": arm,
+            "install_id": [f"sim-{arm}-{i:06d}" for i in range(n)],
+            "opportunities": opportunities,
+            "attempts": attempts,
+            "shown": shown,
+            "accepted": accepted,
+            "accepted_chars": chars,
+            "accepted_tokens": tokens,
+            "responses": attempts,
+            "errors": errors,
+            "keystrokes_saved": np.maximum(chars - accepted, 0),
+            "persisted_chars": rng.binomial(chars, keeps),
+            "measured_chars": chars,
+        }
+    )
+    if latency:
+        table["latency_level_ms"] = truth.latency_ms * speed
+        _add_latency_quantiles(table, rng)
+    return table
+
+
+def _add_latency_quantiles(table: pd.DataFrame, rng: np.random.Generator) -> None:
+    """Each install's p50 and p95 over ``shown`` log-normal latencies around its ``latency_level_ms``."""
+    shown = table["shown"].to_numpy()
+    level = table["latency_level_ms"].to_numpy(dtype=float)
+    p50 = np.full(len(table), np.nan)
+    p95 = np.full(len(table), np.nan)
+    for i in np.flatnonzero(shown >= MIN_INSTALL_LATENCIES):
+        draws = rng.lognormal(math.log(level[i]), 0.5, size=int(shown[i]))
+        p50[i], p95[i] = np.percentile(draws, [50, 95])
+    table["latency_p50_ms"] = p50
+    table["latency_p95_ms"] = p95
+
+
+def cumulative_units(
+    daily: pd.DataFrame, through_day: int, rng: np.random.Generator | None = None
+) -> pd.DataFrame:
+    """The unit table of the first ``through_day`` days of a ``simulate_units(..., days=N)`` table:
+    counts summed per install, installs with no opportunity yet left out (they left no event).  With
+    ``rng`` and latencies simulated, each install's quantiles are drawn over all its shown suggestions
+    so far (fresh draws around the same level)."""
+    upto = daily[daily["day"] <= through_day]
+    table = upto.groupby(["arm", "install_id"], sort=False)[list(COUNT_COLUMNS)].sum().reset_index()
+    if rng is not None and "latency_level_ms" in daily.columns:
+        levels = upto.groupby(["arm", "install_id"], sort=False)["latency_level_ms"].first().to_numpy()
+        table["latency_level_ms"] = levels
+        _add_latency_quantiles(table, rng)
+    return table[table["opportunities"] > 0].reset_index(drop=True)
 
 
 def simulate_latencies(

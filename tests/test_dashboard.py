@@ -29,7 +29,7 @@ from opportune.telemetry.cpo import funnel_counts
 from opportune.telemetry.dashboard import app as dashboard_app
 from opportune.telemetry.dashboard.data import Choices, Query, QueryError, parse_query
 from opportune.telemetry.dashboard.web import DashboardServer
-from opportune.telemetry.experiments import analyse
+from opportune.telemetry.experiments import PeekingPlan, analyse
 from opportune.telemetry.frames import EventFrames
 from opportune.telemetry.numbers import fmt_metric
 from opportune.telemetry.simulate import ArmTruth, simulate_units, units_to_frames
@@ -150,11 +150,12 @@ def test_page_shows_every_view_computed_from_the_store(server: DashboardServer, 
     assert "<script" not in body and "http://" not in body.split("<footer", 1)[0].replace(server.url, "")
 
     # The verdict, SRM and each arm's CPO are those of the library's analysis of the same store.
-    analysis = analyse(open_events([store]), EXPERIMENT)
+    analysis = analyse(open_events([store]), EXPERIMENT, peeking=PeekingPlan())
     verdict = chart_free(body, "verdict")
     treatment = analysis.arm("fast-context")
     assert f">{treatment.verdict}</span>" in verdict
     assert ("Sample ratio OK" in verdict) == (not analysis.srm.alarm)
+    assert f"Intervals: {analysis.describe_intervals()}" in verdict  # says which kind it shows
     for arm in analysis.arms:
         assert fmt_metric("cpo", arm.metrics["cpo"].value, unit=False) in body
         assert f'data-arm="{arm.arm}"' in body

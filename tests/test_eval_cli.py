@@ -45,11 +45,19 @@ def check_report(out: Path, names: list[str], tasks: int, spans: int) -> dict[st
         assert f"| {name} |" in report or f"| {name} " in report
     assert "**CPO** (chars per opportunity)" in report and "edit similarity" in report
     assert f"{names[1]} − {names[0]} [95% CI]" in report
-    for plot in ("quality_by_kind.png", "cpo_funnel.png", "latency.png"):
+    for plot in ("quality_by_kind.png", "cpo_funnel.png", "latency.png", "differences.png"):
         assert (out / plot).read_bytes()[:8] == PNG
+    # A verdict line per compared configuration, on CPO and exact match.
+    verdict = next(
+        line for line in report.splitlines() if line.startswith(f"- **{names[1]}** vs {names[0]}:")
+    )
+    assert "CPO: " in verdict and "exact match: " in verdict
+    assert any(call in verdict for call in ("better (", "worse (", "cannot tell yet ("))
     results = json.loads((out / "results.json").read_text())
     assert [c["name"] for c in results["configurations"]] == names
     comparison = results["comparisons"][0]
+    assert [v["metric"] for v in comparison["verdicts"]] == ["CPO", "exact match"]
+    assert all(v["call"] in ("better", "worse", "cannot tell yet") for v in comparison["verdicts"])
     assert comparison["quality"]["edit_similarity"]["n"] == tasks
     assert comparison["typing"]["cpo"]["n"] == spans
     lines = (out / "tasks.jsonl").read_text().splitlines()

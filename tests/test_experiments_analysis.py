@@ -19,7 +19,7 @@ from opportune.telemetry.experiments import (
     ratio_of_means,
 )
 from opportune.telemetry.frames import EventFrames
-from opportune.telemetry.simulate import ArmTruth, simulate_latencies, simulate_units, units_to_frames
+from opportune.telemetry.simulate import ArmTruth, simulate_units, units_to_frames
 
 BASE = ArmTruth()
 # A real 10% lift in CPO, carried by the acceptance rate.
@@ -84,30 +84,6 @@ def test_detects_the_lift_across_seeds_with_realistic_heterogeneity() -> None:
     assert verdicts.count("ship") == 20
     assert covered >= 16  # 95% intervals: 19 expected
     assert all(n >= 16 for n in truth_covered.values()), truth_covered
-
-
-def test_aa_intervals_cover_zero_about_95_percent_of_the_time() -> None:
-    """200 A/A experiments: each 95% interval covers 0 in 90%..99% of them (binomial sd 1.5 points)."""
-    rng = np.random.default_rng(7)
-    covered = dict.fromkeys(METRICS, 0)
-    covered_relative = 0
-    false_verdicts = 0
-    runs = 200
-    for _ in range(runs):
-        units = simulate_units({"control": BASE, "treatment": BASE}, 100, rng)
-        result = analyse_units(units, "aa").arm("treatment")
-        for name in METRICS:
-            c = result.comparisons[name]
-            assert c.difference_ci_low is not None and c.difference_ci_high is not None
-            covered[name] += c.difference_ci_low <= 0 <= c.difference_ci_high
-        c = result.comparisons["cpo"]
-        assert c.relative_ci_low is not None and c.relative_ci_high is not None
-        covered_relative += c.relative_ci_low <= 0 <= c.relative_ci_high
-        false_verdicts += result.verdict != "no difference yet"
-    for name, n in covered.items():
-        assert 0.90 <= n / runs <= 0.99, (name, n / runs)
-    assert 0.90 <= covered_relative / runs <= 0.99
-    assert false_verdicts / runs <= 0.10
 
 
 def test_delta_method_matches_a_bootstrap_over_installs() -> None:
@@ -187,28 +163,40 @@ def test_significant_degradation_is_harm() -> None:
 def test_guardrails_turn_a_better_cpo_into_harm() -> None:
     rng = np.random.default_rng(8)
     slow = replace(LIFTED, latency_ms=BASE.latency_ms * 2)
-    arms = {"control": BASE, "slow": slow}
-    units = simulate_units(arms, 3000, rng)
-    latencies = simulate_latencies(arms, {"control": 2000, "slow": 2000}, rng)
-    result = analyse_units(units, "g", latencies_ms=latencies).arm("slow")
+    units = simulate_units({"control": BASE, "slow": slow}, 600, rng, latency=True)
+    result = analyse_units(units, "g").arm("slow")
     assert result.comparisons["cpo"].significant
     assert result.verdict == "harm"
-    assert len(result.guardrail_breaches) == 1 and "latency p95" in result.guardrail_breaches[0]
-    assert result.latency_p95_ms is not None and result.latency_p95_ms > 1.9 * 150
+    breached = {g.name for g in result.guardrails if g.status == "breached"}
+    assert breached == {"latency p50", "latency p95"}
+    assert any("latency p95: significantly beyond +20%" in b for b in result.guardrail_breaches)
+    p95 = next(g for g in result.guardrails if g.name == "latency p95")
+    assert p95.change_low is not None and p95.change_low > 0.2  # the interval itself is beyond the margin
 
     flaky = replace(LIFTED, error_rate=0.05)
-    units = simulate_units({"control": BASE, "flaky": flaky}, 3000, rng)
+    units = simulate_units({"control": BASE, "flaky": flaky}, 600, rng)
     result = analyse_units(units, "g").arm("flaky")
     assert result.error_rate.value == pytest.approx(0.05, abs=0.005)
     assert result.verdict == "harm"
     assert any("error rate" in b for b in result.guardrail_breaches)
 
     # An absolute latency ceiling, with latencies no worse than control's.
-    units = simulate_units({"control": BASE, "same": LIFTED}, 3000, rng)
-    latencies = simulate_latencies({"control": BASE, "same": LIFTED}, {"control": 500, "same": 500}, rng)
+    units = simulate_units({"control": BASE, "same": LIFTED}, 600, rng, latency=True)
     strict = Guardrails(latency_p95_max_ms=100.0)
-    result = analyse_units(units, "g", latencies_ms=latencies, guardrails=strict).arm("same")
-    assert result.verdict == "harm" and "ceiling" in result.guardrail_breaches[0]
+    result = analyse_units(units, "g", guardrails=strict).arm("same")
+    assert result.verdict == "harm" and any("ceiling" in b for b in result.guardrail_breaches)
+
+
+def test_a_guardrail_breach_needs_evidence_beyond_the_margin_not_a_point_estimate() -> None:
+    """Latency 10% worse (inside the 20% margin) with few installs: never "breached", at most unclear."""
+    rng = np.random.default_rng(12)
+    a_bit_slower = replace(LIFTED, latency_ms=BASE.latency_ms * 1.1)
+    for _ in range(5):
+        units = simulate_units({"control": BASE, "t": a_bit_slower}, 8, rng, latency=True)
+        result = analyse_units(units, "g").arm("t")
+        statuses = {g.name: g.status for g in result.guardrails}
+        assert statuses["latency p95"] in ("within margin", "not yet shown within margin")
+        assert result.verdict != "harm" or result.comparisons["cpo"].significant
 
 
 def test_json_round_trip_has_no_nan() -> None:
@@ -224,7 +212,7 @@ def test_json_round_trip_has_no_nan() -> None:
     lonely = data["arms"][2]
     assert lonely["metrics"]["cpo"] == {"value": 0.0, "se": None, "ci_low": None, "ci_high": None}
     assert lonely["metrics"]["feedback_rate"]["value"] is None
-    assert lonely["verdict"] == "no difference yet"
+    assert lonely["verdict"] == "too few installs to tell"
     assert set(data["arms"][1]["comparisons"]) == set(METRICS)
 
 

@@ -21,7 +21,7 @@ def test_a_treatment_that_raises_cpo_but_lowers_persistence_is_not_shipped() -> 
     result = analyse_units(units, "g").arm("pushy")
     assert result.comparisons["cpo"].significant and (result.comparisons["cpo"].difference or 0) > 0
     assert result.verdict == "harm"
-    assert len(result.guardrail_breaches) == 1 and "persistence down" in result.guardrail_breaches[0]
+    assert any("persistence down" in b for b in result.guardrail_breaches), result.guardrail_breaches
     persistence = result.follow_up["persistence"].value
     assert persistence is not None and abs(persistence - 0.6) < 0.05
 
@@ -34,23 +34,20 @@ def test_the_same_lift_with_persistence_kept_ships() -> None:
 
 
 def test_aa_persistence_intervals_cover_zero_and_rarely_breach() -> None:
-    """A/A experiments, 200 per size: at 100 installs per arm the persistence difference's 95% interval
-    covers 0 in 90%..99% of them; at 30 and 100 the guardrail (with its margin) trips in at most 3%.
-
-    (At 5 installs per arm the delta method's normal interval trips it in ~8%: the small-sample inference
-    of issue 18 replaces it; measured figures are in the branch's report.)"""
-    for installs in (30, 100):
+    """A/A experiments, 150 per size: the persistence change's 95% interval (permutation test inversion)
+    covers 0 in at least 90% of them, and the guardrail (a test against its margin) trips in at most 3%,
+    from 5 installs per arm up."""
+    for installs in (5, 30, 100):
         rng = np.random.default_rng(11)
-        runs, covered, breached = 200, 0, 0
+        runs, covered, breached = 150, 0, 0
         for _ in range(runs):
             units = simulate_units({"control": BASE, "treatment": BASE}, installs, rng)
-            result = analyse_units(units, "aa").arm("treatment")
-            c = result.persistence_comparison
-            assert c is not None and c.difference_ci_low is not None and c.difference_ci_high is not None
-            covered += c.difference_ci_low <= 0 <= c.difference_ci_high
-            breached += any("persistence" in b for b in result.guardrail_breaches)
-        if installs == 100:
-            assert 0.90 <= covered / runs <= 0.99, covered / runs
+            result = analyse_units(units, "aa", resamples=999).arm("treatment")
+            (c,) = [check for check in result.guardrails if check.name == "persistence"]
+            assert c.change_low is not None
+            covered += c.change_low <= 0 <= (c.change_high if c.change_high is not None else 1.0)
+            breached += c.status == "breached"
+        assert covered / runs >= 0.90, (installs, covered / runs)
         assert breached / runs <= 0.03, (installs, breached / runs)
 
 

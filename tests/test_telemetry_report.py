@@ -6,12 +6,14 @@ import argparse
 import io
 import json
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
 
 from opportune.telemetry import report
 from opportune.telemetry.events import Attempt, Common, Event, Opportunity, Outcome, Response, Shown, Skip
+from opportune.telemetry.experiments import Verdict
 from opportune.telemetry.simulate import ArmTruth, simulate_units, units_to_frames
 from opportune.telemetry.store import EventStore
 
@@ -174,7 +176,13 @@ def test_experiment_report(tmp_path: Path) -> None:
     assert analysis["control"] == "control"
     assert [a["units"] for a in analysis["arms"]] == [active["control"], active["fast"]]
     assert analysis["srm"]["alarm"] is False
-    assert analysis["arms"][1]["verdict"] in ("ship", "no difference yet", "harm")
+    assert analysis["arms"][1]["verdict"] in get_args(Verdict)
+    # Always-valid by default, and it says so; the data ended long before today, so every day counts.
+    assert analysis["interval_kind"] == "always-valid" and analysis["look_day"] >= 1
+    assert analysis["intervals"].startswith("always-valid")
+    cpo = analysis["arms"][1]["comparisons"]["cpo"]
+    assert cpo["relative_ci_low"] is not None and cpo["relative_ci_low"] >= -1  # a lift never below -100%
+    assert analysis["arms"][1]["sizing"]["target_lift"] == 0.10
 
     code, out, _ = run("--db", str(db), "--experiment", "speed", "--weights", "control=1,fast=1")
     assert code == 0
@@ -185,6 +193,11 @@ def test_experiment_report(tmp_path: Path) -> None:
     for label in ("attempt rate", "feedback rate", "acceptance rate", "tokens/accept", "chars/token", "CPO"):
         assert label in out
     assert "Guardrails" in out
+    assert "Intervals: always-valid" in out and "What this size can tell" in out
+
+    code, out, _ = run("--db", str(db), "--experiment", "speed", "--fixed-horizon", "--target-lift", "0.2")
+    assert code == 0
+    assert "Intervals: fixed-horizon 95%" in out and "for a 20% lift" in out
 
 
 @pytest.mark.parametrize(
@@ -195,6 +208,7 @@ def test_experiment_report(tmp_path: Path) -> None:
         (["--db", "{tmp}/ok.db", "--since", "yesterday-ish"], "--since"),
         (["--db", "{tmp}/ok.db", "--experiment", "nope"], "no events for experiment 'nope'"),
         (["--db", "{tmp}/ok.db", "--weights", "A=x"], "--weights"),
+        (["--db", "{tmp}/ok.db", "--experiment", "e", "--target-lift", "-1"], "--target-lift"),
     ],
 )
 def test_errors_are_one_line_with_status_2(tmp_path: Path, argv: list[str], message: str) -> None:

@@ -3,9 +3,13 @@
 The first configuration is the baseline; every other one is compared with it (B − A) with paired bootstrap
 intervals (``opportune.server.eval.stats``).  Files written to the output folder:
 
-- ``report.md``: the tables (quality overall and by task kind, the corpus's tests with each completion
+- ``report.md``: a verdict line per compared configuration (better / worse / cannot tell yet, on CPO and
+  exact match, with the interval and about how many spans or tasks would resolve it), then the tables
+  (quality overall and by task kind, the corpus's tests with each completion
   inserted when ``--run-tests`` was given, the typing funnel and CPO, latency);
-- ``quality_by_kind.png``, ``cpo_funnel.png``, ``latency.png`` (matplotlib, Agg backend: no display);
+- ``differences.png``: each configuration minus the baseline with its 95% interval (CPO, exact match,
+  edit similarity); ``quality_by_kind.png`` and ``cpo_funnel.png`` with 95% error bars; ``latency.png``
+  (matplotlib, Agg backend: no display);
 - ``results.json``: everything in the tables, machine-readable;
 - ``tasks.jsonl``: every task with the truth and each configuration's suggestion, for reading by eye.
 """
@@ -25,10 +29,14 @@ from opportune.server.eval.execution import exclusion_reasons, pass_rate
 from opportune.server.eval.metrics import LOWER_IS_BETTER, METRIC_NAMES
 from opportune.server.eval.runner import ConfigResult
 from opportune.server.eval.stats import (
+    Decision,
     Interval,
+    decide,
     format_interval,
+    mean_interval,
     paired_mean_difference,
     paired_ratio_difference,
+    ratio_interval,
 )
 from opportune.server.eval.tasks import KINDS
 from opportune.telemetry.cpo import CPO_RATIO, FACTORS, Funnel
@@ -172,6 +180,35 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def verdicts(base: ConfigResult, other: ConfigResult, seed: int) -> list[Decision]:
+    """The eval's decision on ``other`` against ``base``: CPO (paired by span), then exact match (by task)."""
+    out: list[Decision] = []
+    if base.spans and other.spans:
+        out.append(decide(typing_differences(base, other, seed)["cpo"], "CPO", "spans"))
+    if base.tasks:
+        out.append(decide(quality_differences(base, other, seed)["exact_match"], "exact match", "tasks"))
+    return out
+
+
+def _verdict_section(results: Sequence[ConfigResult], info: RunInfo) -> list[str]:
+    base = results[0]
+    out = ["", "## Verdict", ""]
+    for r in results[1:]:
+        decisions = verdicts(base, r, info.seed)
+        if not decisions:
+            out.append(f"- **{r.config.name}** vs {base.config.name}: nothing to compare")
+            continue
+        parts = "; ".join(f"{d.metric}: {d.describe()}" for d in decisions)
+        out.append(f"- **{r.config.name}** vs {base.config.name}: {parts}")
+    out += [
+        "",
+        "Better or worse: the paired 95% bootstrap interval of the difference excludes zero.  "
+        '"Cannot tell yet" gives about how many spans or tasks would narrow the interval to the difference '
+        "seen (the width shrinks as 1/sqrt(n)).",
+    ]
+    return out
+
+
 def _typing_funnel(result: ConfigResult) -> Funnel:
     return result.typing.funnel if result.typing is not None else Funnel()
 
@@ -198,6 +235,8 @@ def render_markdown(results: Sequence[ConfigResult], info: RunInfo) -> str:
         shown = ", ".join(f"`{k} = {v!r}`" for k, v in sorted(diff.items()) if not k.startswith("telemetry."))
         rows.append([r.config.name, f"`{r.config.source}`", shown or "defaults"])
     out += _table(["name", "from", "settings that differ from the defaults"], rows)
+    if others:
+        out += _verdict_section(results, info)
 
     if base.tasks:
         out += ["", f"## Quality ({len(base.tasks)} tasks, paired)", ""]
@@ -255,6 +294,8 @@ def render_markdown(results: Sequence[ConfigResult], info: RunInfo) -> str:
             out += ["", *losses]
 
     out += ["", "## Plots", ""]
+    if others:
+        out += ["![differences from the baseline](differences.png)", ""]
     out += ["![quality by task kind](quality_by_kind.png)", "", "![CPO funnel](cpo_funnel.png)", ""]
     out += ["![latency](latency.png)", ""]
     out += ["## Notes", ""]
@@ -264,7 +305,50 @@ def render_markdown(results: Sequence[ConfigResult], info: RunInfo) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_plots(results: Sequence[ConfigResult], out: Path) -> list[Path]:
+def _error_bars(intervals: Sequence[Interval]) -> np.ndarray:
+    """matplotlib's yerr (2, n): distances below and above each estimate; 0 where there is no interval."""
+    below = [(i.estimate - i.low) if i.estimate is not None and i.low is not None else 0.0 for i in intervals]
+    above = [
+        (i.high - i.estimate) if i.estimate is not None and i.high is not None else 0.0 for i in intervals
+    ]
+    return np.maximum(np.array([below, above], dtype=float), 0.0)
+
+
+def _differences_plot(results: Sequence[ConfigResult], seed: int, path: Path) -> Path:
+    """Each configuration minus the baseline, with paired 95% intervals, per metric (a forest plot)."""
+    import matplotlib.pyplot as plt
+
+    base, others = results[0], results[1:]
+    rows: list[tuple[str, Interval]] = []
+    for r in others:
+        if base.spans and r.spans:
+            rows.append((f"{r.config.name}: CPO", typing_differences(base, r, seed)["cpo"]))
+        if base.tasks:
+            q = quality_differences(base, r, seed)
+            rows.append((f"{r.config.name}: exact match", q["exact_match"]))
+            rows.append((f"{r.config.name}: edit similarity", q["edit_similarity"]))
+    fig, ax = plt.subplots(figsize=(8, 0.5 * max(2, len(rows)) + 1.2), constrained_layout=True)
+    for y, (_, interval) in enumerate(rows):
+        if interval.estimate is None:
+            continue
+        colour = (
+            "C2"
+            if interval.excludes_zero and interval.estimate > 0
+            else ("C3" if interval.excludes_zero else "C7")
+        )
+        err = _error_bars([interval])
+        ax.errorbar(interval.estimate, y, xerr=err, fmt="o", color=colour, capsize=4)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"difference from {base.config.name} (paired 95% bootstrap interval)")
+    ax.set_title("Better (green), worse (red) or cannot tell yet (grey)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_plots(results: Sequence[ConfigResult], out: Path, seed: int = 0) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")  # no display: CI and servers
@@ -272,6 +356,8 @@ def write_plots(results: Sequence[ConfigResult], out: Path) -> list[Path]:
 
     names = [r.config.name for r in results]
     written: list[Path] = []
+    if len(results) > 1:
+        written.append(_differences_plot(results, seed, out / "differences.png"))
     width = 0.8 / max(1, len(results))
 
     # Quality by task kind.
@@ -280,13 +366,21 @@ def write_plots(results: Sequence[ConfigResult], out: Path) -> list[Path]:
     for ax, metric in zip(axes, ("edit_similarity", "exact_match"), strict=True):
         x = np.arange(len(kinds))
         for i, r in enumerate(results):
-            values = [_mean(metric_values(r, metric, k)) or 0.0 for k in kinds]
-            ax.bar(x + i * width - 0.4 + width / 2, values, width, label=r.config.name)
+            bars = [mean_interval(metric_values(r, metric, k), seed=seed) for k in kinds]
+            values = [b.estimate or 0.0 for b in bars]
+            ax.bar(
+                x + i * width - 0.4 + width / 2,
+                values,
+                width,
+                yerr=_error_bars(bars),
+                capsize=3,
+                label=r.config.name,
+            )
         ax.set_xticks(x, [k.replace("_", " ") for k in kinds], fontsize="small")
         ax.set_ylim(0, 1)
         ax.set_title(metric.replace("_", " "))
     axes[0].legend(fontsize="small")
-    fig.suptitle("Quality by task kind (same tasks for every configuration)")
+    fig.suptitle("Quality by task kind, 95% bootstrap intervals (same tasks for every configuration)")
     path = out / "quality_by_kind.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -303,9 +397,17 @@ def write_plots(results: Sequence[ConfigResult], out: Path) -> list[Path]:
     left.set_xticks(x, [f"{s} / opportunity" for s in stages])
     left.set_title("Funnel (typing simulation)")
     left.legend(fontsize="small")
-    cpo = [_typing_funnel(r).cpo or 0.0 for r in results]
-    right.bar(names, cpo, color=[f"C{i}" for i in range(len(results))])
-    right.set_title("CPO: accepted characters per opportunity")
+    cpo_bars = [
+        ratio_interval(
+            funnel_column(r.spans, "accepted_chars"), funnel_column(r.spans, "opportunities"), seed=seed
+        )
+        if r.spans
+        else Interval(_typing_funnel(r).cpo, None, None, 0)
+        for r in results
+    ]
+    cpo = [b.estimate or 0.0 for b in cpo_bars]
+    right.bar(names, cpo, yerr=_error_bars(cpo_bars), capsize=4, color=[f"C{i}" for i in range(len(results))])
+    right.set_title("CPO: accepted characters per opportunity (95% interval over spans)")
     for i, v in enumerate(cpo):
         right.annotate(f"{v:.2f}", (i, v), ha="center", va="bottom")
     path = out / "cpo_funnel.png"
@@ -384,6 +486,16 @@ def results_json(results: Sequence[ConfigResult], info: RunInfo) -> dict[str, An
             entry["typing"] = {
                 m: _interval_dict(i) for m, i in typing_differences(base, r, info.seed).items()
             }
+        entry["verdicts"] = [
+            {
+                "metric": d.metric,
+                "call": d.call,
+                "unit": d.unit,
+                "needed": d.needed,
+                **_interval_dict(d.interval),
+            }
+            for d in verdicts(base, r, info.seed)
+        ]
         comparisons.append(entry)
     return {"run": asdict(info), "configurations": configs, "comparisons": comparisons}
 
@@ -391,7 +503,7 @@ def results_json(results: Sequence[ConfigResult], info: RunInfo) -> dict[str, An
 def write_report(results: Sequence[ConfigResult], info: RunInfo, out: Path) -> Path:
     """Write every file of the report into ``out``; returns the path of report.md."""
     out.mkdir(parents=True, exist_ok=True)
-    write_plots(results, out)
+    write_plots(results, out, seed=info.seed)
     (out / "results.json").write_text(json.dumps(results_json(results, info), indent=2, default=str) + "\n")
     with (out / "tasks.jsonl").open("w") as f:
         for i, task in enumerate(results[0].tasks):

@@ -6,12 +6,16 @@ the two configurations on exactly those tasks.  Per-task metrics give a differen
 (CPO and its factors, ratios of sums over spans) give a difference of ratios recomputed on each sample, as
 the telemetry report does per install.  Percentile intervals, numpy's seeded generator: the same seed
 gives the same interval.
+
+``decide`` turns an interval into the eval's verdict on a metric: "better", "worse" or "cannot tell yet",
+with about how many tasks or spans would resolve a difference of the observed size.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -110,3 +114,79 @@ def format_interval(interval: Interval, digits: int = 3) -> str:
     if interval.low is not None and interval.high is not None:
         text += f" [{interval.low:+.{digits}f}, {interval.high:+.{digits}f}]"
     return text
+
+
+def mean_interval(
+    values: ArrayLike, *, seed: int = 0, resamples: int = RESAMPLES, confidence: float = CONFIDENCE
+) -> Interval:
+    """mean(values) of one configuration with a bootstrap interval over tasks (for error bars)."""
+    x = np.asarray(values, dtype=float)
+    n = int(x.size)
+    if n == 0:
+        return Interval(None, None, None, 0)
+    if n < 2:
+        return Interval(float(x.mean()), None, None, n)
+    low, high = _bounds(x[_indices(n, resamples, seed)].mean(axis=1), confidence)
+    return Interval(float(x.mean()), low, high, n)
+
+
+def ratio_interval(
+    num: ArrayLike,
+    den: ArrayLike,
+    *,
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> Interval:
+    """sum(num) / sum(den) of one configuration with a bootstrap interval over spans (for error bars)."""
+    x, y = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    n = int(x.size)
+    if n == 0 or y.sum() == 0:
+        return Interval(None, None, None, n)
+    estimate = float(x.sum() / y.sum())
+    if n < 2:
+        return Interval(estimate, None, None, n)
+    idx = _indices(n, resamples, seed)
+    low, high = _bounds(_ratio(x[idx].sum(axis=1), y[idx].sum(axis=1)), confidence)
+    return Interval(estimate, low, high, n)
+
+
+Call = Literal["better", "worse", "cannot tell yet"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The eval's verdict on one metric of one configuration against the baseline (B - A)."""
+
+    metric: str
+    call: Call
+    interval: Interval
+    unit: str  # what was resampled: "tasks" or "spans"
+    needed: int | None  # about how many in all would resolve a difference of this size; None when resolved
+
+    def describe(self) -> str:
+        text = f"{self.call} ({format_interval(self.interval)}, {self.interval.n} {self.unit})"
+        if self.call != "cannot tell yet":
+            return text
+        if self.needed is None:
+            return text + "; no difference seen, so no count of tasks would resolve one"
+        return text + f"; about {self.needed:,} {self.unit} would resolve a difference this size"
+
+
+def decide(interval: Interval, metric: str, unit: str, *, higher_is_better: bool = True) -> Decision:
+    """Better or worse when the interval excludes zero, else "cannot tell yet" with the number of units at
+    which the interval's half-width would shrink to the observed difference (it shrinks as 1/sqrt(n))."""
+    if interval.excludes_zero and interval.estimate is not None:
+        up = interval.estimate > 0
+        return Decision(metric, "better" if up == higher_is_better else "worse", interval, unit, None)
+    needed = None
+    if (
+        interval.estimate
+        and interval.low is not None
+        and interval.high is not None
+        and interval.n
+        and interval.high > interval.low
+    ):
+        half = (interval.high - interval.low) / 2
+        needed = max(interval.n + 1, math.ceil(interval.n * (half / abs(interval.estimate)) ** 2))
+    return Decision(metric, "cannot tell yet", interval, unit, needed)

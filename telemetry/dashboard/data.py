@@ -7,7 +7,9 @@ outside that whitelist is refused with a ``QueryError`` rather than matched agai
 
 Intervals follow ``opportune.telemetry.experiments``: the randomisation unit is the install, so CPO per day and
 per language is a ratio of means over the installs active in that cell, with a delta-method interval
-(``ratio_of_means``) -- never events treated as independent.
+(``ratio_of_means``, descriptive) -- never events treated as independent.  The verdict and the lifts are
+the always-valid analysis (``PeekingPlan``): people look at this page every day, so each day's look is
+tested at its own share of alpha; ``View.interval_note`` says so on the page.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from opportune.telemetry.experiments import (
     AnalysisError,
     Estimate,
     ExperimentAnalysis,
-    analyse_units,
+    PeekingPlan,
+    analyse,
     ratio_of_means,
 )
 from opportune.telemetry.frames import EventFrames
@@ -287,6 +290,7 @@ class View:
     languages: list[Cell]
     messages: list[Message] = field(default_factory=list)
     generated_at: float = field(default_factory=time.time)
+    interval_note: str = ""  # which kind of interval the comparisons are, for people
 
     @property
     def colours(self) -> dict[str, str]:
@@ -365,9 +369,19 @@ def _all_days(first: str, last: str) -> list[str]:
 
 
 def build_view(
-    frames: EventFrames, query: Query, *, stores: Sequence[Path | str] = (), choices: Choices | None = None
+    frames: EventFrames,
+    query: Query,
+    *,
+    stores: Sequence[Path | str] = (),
+    choices: Choices | None = None,
+    peeking: PeekingPlan | None = PeekingPlan(),  # noqa: B008 -- a frozen dataclass
+    now: float | None = None,
 ) -> View:
-    """The dashboard of ``frames`` under ``query`` (already validated against ``choices``)."""
+    """The dashboard of ``frames`` under ``query`` (already validated against ``choices``).
+
+    ``peeking``: the comparisons are always-valid (the default: this page is looked at daily); None
+    gives fixed-horizon ones.  ``now`` decides which days are complete (default: the clock).
+    """
     choices = choices or Choices.of(frames)
     messages: list[Message] = []
     experiment = query.experiment
@@ -423,9 +437,12 @@ def build_view(
     analysis: ExperimentAnalysis | None = None
     if experiment:
         try:
-            # What analyse() does, from the unit table already counted: ``selected`` holds only this
-            # experiment's events, so the units and latencies are the same.
-            analysis = analyse_units(arm_units, experiment, latencies_ms=latencies)
+            # The same analysis as ``report``: always-valid, over the complete days of ``selected``.
+            # The page shows the interval of CPO's lift and of the guardrails; the factors' lifts carry
+            # their p-values only (inverting each test costs time on every page view).
+            analysis = analyse(
+                selected, experiment, peeking=peeking, now=now, intervals=("cpo", "guardrails")
+            )
         except AnalysisError as exc:
             messages.append(Message("warning", f"No comparison: {exc}."))
     else:
@@ -483,6 +500,7 @@ def build_view(
     return replace(
         base,
         analysis=analysis,
+        interval_note=analysis.describe_intervals() if analysis is not None else "",
         arms=arms,
         days=days,
         daily=daily,

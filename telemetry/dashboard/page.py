@@ -43,6 +43,7 @@ VERDICT_CLASSES: dict[str, str] = {
     "ship": "good",
     "harm": "bad",
     "no difference yet": "neutral",
+    "too few installs to tell": "neutral",
     "control": "control",
     "invalid: sample ratio mismatch": "bad",
 }
@@ -153,7 +154,9 @@ def lift_text(c: Comparison | None) -> str:
     if c is None or c.relative is None:
         return ""
     text = f"{fmt_relative(c.relative)}"
-    if c.relative_ci_low is not None and c.relative_ci_high is not None:
+    if c.relative_ci_low is not None and c.unbounded_high:
+        text += f" [{fmt_relative(c.relative_ci_low)}, +∞)"
+    elif c.relative_ci_low is not None and c.relative_ci_high is not None:
         text += f" [{fmt_relative(c.relative_ci_low)}, {fmt_relative(c.relative_ci_high)}]"
     return text
 
@@ -297,6 +300,25 @@ def _verdict(view: View) -> Element | None:
             detail += f", {p_clause(cpo.p_adjusted)}{' (Holm)' if a.correction else ''}"
         row.append(_e("span", detail))
         rows.append(row)
+        if arm.sizing is not None and arm.verdict == "too few installs to tell":
+            size = arm.sizing
+            needed = size.installs_per_arm_needed
+            rows.append(
+                _e(
+                    "div",
+                    (
+                        f"Detectable now: {size.detectable_lift:.0%} lift"
+                        if size.detectable_lift is not None
+                        else "No lift is detectable at this size"
+                    )
+                    + (
+                        f"; about {needed:,} installs per arm for a {size.target_lift:.0%} lift."
+                        if needed
+                        else "."
+                    ),
+                    class_="hint",
+                )
+            )
         for breach in arm.guardrail_breaches:
             rows.append(_e("div", f"Guardrail breached: {breach}", class_="breach"))
     if len(rows) == 0:
@@ -327,6 +349,7 @@ def _verdict(view: View) -> Element | None:
         _e("div", "Experiment", class_="title"),
         _e("div", a.experiment, class_="name"),
         _e("div", f"control: {a.control} · {total:,} installs", class_="hint"),
+        _e("div", f"Intervals: {view.interval_note}", class_="hint", id="interval-kind"),
     )
     return _e(
         "section",
