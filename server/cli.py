@@ -157,6 +157,7 @@ DELEGATED: tuple[tuple[str, str, str], ...] = (
     ("opportune.telemetry.report", "report", "CPO and its factors from the telemetry store"),
     ("opportune.telemetry.export", "export", "export telemetry events (ndjson, parquet)"),
     ("opportune.server.eval.cli", "eval", "offline evaluation of configurations on real code"),
+    ("opportune.server.eval.nextedit", "eval-next-edit", "offline evaluation of next-edit suggestions"),
     ("opportune.telemetry.dashboard.app", "dashboard", "a local web dashboard of the telemetry"),
 )
 

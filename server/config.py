@@ -64,6 +64,28 @@ class CompletionSettings:
 
 
 @dataclass(frozen=True)
+class NextEditSettings:
+    enabled: bool = True
+    """Offer next edits (``opportune/nextEdit`` and code actions).  Off, changes are still detected and counted
+    as edit opportunities, so arms with and without next edits share one denominator."""
+    max_edits: int = 20
+    """Most follow-up edits in one answer."""
+    history_hunks: int = 8
+    """Recent hunks of a document looked at for a change with follow-ups, newest first."""
+    workspace: bool = True
+    """Look for call sites and uses in the workspace's files too (indexed in the background)."""
+    workspace_max_files: int = 2000
+    """Most workspace files indexed."""
+    workspace_max_file_kb: int = 512
+    """Workspace files larger than this are not indexed."""
+    max_document_kb: int = 1024
+    """A document larger than this is not analysed (a generated file): next edits stay quiet there."""
+    quiet_ms: int = 150
+    """A request is analysed once the document has been quiet this long: mid-burst, the next keystroke
+    supersedes it for free and completions keep the machine (a client that asks after a pause waits nothing)."""
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     backend: Literal["llama", "fake", "openai", "llama-server"] = "llama"
     """llama: a local GGUF through llama-cpp-python; fake: a deterministic stand-in for tests only;
@@ -120,6 +142,8 @@ class ArmSettings:
     """Overrides of [completion] keys for this arm."""
     model: dict[str, Any] = field(default_factory=dict)
     """Overrides of [model] keys for this arm."""
+    next_edit: dict[str, Any] = field(default_factory=dict)
+    """Overrides of [next_edit] keys for this arm (next edits on/off and their parameters)."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +167,7 @@ class TrustSettings:
 class Settings:
     completion: CompletionSettings = field(default_factory=CompletionSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
+    next_edit: NextEditSettings = field(default_factory=NextEditSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
@@ -348,6 +373,12 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("completion", "window_step_lines"): (1, 1_000),
     ("completion", "temperature"): (0.0, 2.0),
     ("completion", "min_confidence"): (0.0, 1.0),
+    ("next_edit", "max_edits"): (1, 500),
+    ("next_edit", "history_hunks"): (1, 16),
+    ("next_edit", "workspace_max_files"): (0, 100_000),
+    ("next_edit", "workspace_max_file_kb"): (1, 100_000),
+    ("next_edit", "max_document_kb"): (1, 100_000),
+    ("next_edit", "quiet_ms"): (0, 5_000),
     ("model", "threads"): (0, 1_024),
     ("model", "n_ctx"): (128, 1_048_576),
     ("model", "timeout_ms"): (100, 600_000),
@@ -403,7 +434,9 @@ def _check_ranges(s: Settings, base: Settings) -> tuple[Settings, list[str]]:
 
 def with_arm(settings: Settings, arm: ArmSettings) -> tuple[Settings, list[str]]:
     """The effective settings for an arm: its overrides applied over the base settings."""
-    return resolve({"completion": arm.completion, "model": arm.model}, base=settings)
+    return resolve(
+        {"completion": arm.completion, "model": arm.model, "next_edit": arm.next_edit}, base=settings
+    )
 
 
 def as_dict(settings: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from opportune.server.backends.base import BackendError
-from opportune.server.completion import Suggestion
+from opportune.server.completion import Engine, Suggestion
 from opportune.server.eval.typing import TypingModel, replay
 from opportune.server.session import start_session
 
@@ -43,6 +43,55 @@ def choose_span(text: str, chars: int) -> tuple[int, int]:
 def _short(text: str, width: int = 60) -> str:
     flat = text.replace("\n", "⏎")
     return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+async def next_edit_round(engine: Engine, path: Path, text: str) -> None:
+    """One round of next edits on the same file: change a function's signature as a user would, show the
+    follow-ups the server finds, and accept them one by one (each accept asks again, as an editor does)."""
+    from opportune.server.eval.nextedit import generate
+
+    tasks = generate(str(path), text, per_kind=1)
+    task = next((t for t in tasks if t.kind == "add_parameter"), None) or next(
+        (t for t in tasks if t.kind in ("rename_function", "rename_parameter")), None
+    )
+    if task is None:
+        print("\nnext edits: no function with call sites in this file to change")
+        return
+    uri = path.resolve().as_uri()
+    engine.open(uri, text, "python", 1)
+    doc = engine.workspace.document(uri)
+    assert doc is not None
+    a, b, new = task.first
+    line = doc.line_of(a) + 1
+    print(f"\nnext edits: at line {line}, {text[a:b]!r} becomes {new!r} ({task.kind.replace('_', ' ')})")
+    engine.change(uri, 2, [(doc.position_at(a), doc.position_at(b), new)])
+    for applied in range(12):  # bounded: each round applies one edit
+        t0 = time.perf_counter()
+        answer = await engine.next_edits.suggest(uri)
+        ms = (time.perf_counter() - t0) * 1000
+        here = [e for e in answer.edits if e.uri == uri]
+        if not here:
+            print(f"  {ms:6.0f} ms  {answer.reason or 'nothing left in this file'}")
+            break
+        edit = here[0]
+        target = engine.workspace.document(edit.uri)
+        if applied == 0:
+            elsewhere = len(answer.edits) - len(here)
+            print(
+                f"  {ms:6.0f} ms  {edit.title}: {len(here)} follow-up edits here"
+                + (f", {elsewhere} in other workspace files" if elsewhere else "")
+            )
+        result = engine.next_edits.accept(edit.edit_id)
+        if result.apply is None or target is None:
+            print(f"  not applied: {result.reason or 'outside the open document'}")
+            break
+        start, end = target.offset_at(edit.start), target.offset_at(edit.end)
+        before = target.text[start:end]
+        engine.change(edit.uri, target.version + 1, [(edit.start, edit.end, edit.plain_text)])
+        engine.next_edits.applied(edit.edit_id, True)
+        row = target.line_text(edit.start.line).strip()
+        print(f"  line {edit.start.line + 1:4d}  {before!r} -> {edit.plain_text!r}   {_short(row, 50)}")
+    engine.close(uri)
 
 
 async def run_demo(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
@@ -87,6 +136,8 @@ async def run_demo(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         language_id="python" if path.suffix == ".py" else "",
         on_shown=shown,
     )
+    if path.suffix == ".py":
+        await next_edit_round(engine, path, text)
     session.close()
     print()
     lat = stats.latencies_ms

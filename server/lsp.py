@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from lsprotocol import types
 from pygls.exceptions import (
+    JsonRpcContentModified,
     JsonRpcException,
     JsonRpcInvalidParams,
     JsonRpcInvalidRequest,
@@ -32,6 +33,15 @@ from pygls.uris import to_fs_path
 from opportune.server import __version__, protocol
 from opportune.server.completion import Engine
 from opportune.server.documents import Position
+from opportune.server.nextedit.protocol import (
+    ACCEPT_NEXT_EDIT_COMMAND,
+    DID_REJECT_NEXT_EDIT_METHOD,
+    NEXT_EDIT_METHOD,
+    AcceptNextEditResult,
+    NextEditItem,
+    NextEditResult,
+)
+from opportune.server.nextedit.service import ProposedEdit
 from opportune.server.protocol import (
     ACCEPT_COMMAND,
     METHODS,
@@ -314,6 +324,59 @@ def _position(p: types.Position) -> Position:
     return Position(p.line, p.character)
 
 
+def _position_param(params: Any) -> Position:
+    position = params.position
+    return Position(position.line, position.character)
+
+
+def _uri_param(params: Any) -> str:
+    return str(params.text_document.uri)
+
+
+def _range(edit: ProposedEdit) -> types.Range:
+    return types.Range(
+        types.Position(edit.start.line, edit.start.character),
+        types.Position(edit.end.line, edit.end.character),
+    )
+
+
+def _next_edit_json(edit: ProposedEdit) -> NextEditItem:
+    """One edit of an ``opportune/nextEdit`` answer (the shape next-edit clients know, plus our fields)."""
+    r = _range(edit)
+    return {
+        "id": edit.edit_id,
+        "textDocument": {"uri": edit.uri, "version": edit.version},
+        "range": {
+            "start": {"line": r.start.line, "character": r.start.character},
+            "end": {"line": r.end.line, "character": r.end.character},
+        },
+        "newText": edit.new_text,
+        "plainText": edit.plain_text,
+        "insertTextFormat": 2 if edit.snippet else 1,
+        "kind": edit.change_kind,
+        "title": edit.title,
+        "command": {
+            "title": "Accept next edit",
+            "command": ACCEPT_NEXT_EDIT_COMMAND,
+            "arguments": [edit.edit_id],
+        },
+    }
+
+
+def _workspace_edit(edit: ProposedEdit) -> types.WorkspaceEdit:
+    text_edit = types.TextEdit(range=_range(edit), new_text=edit.plain_text)
+    return types.WorkspaceEdit(
+        document_changes=[
+            types.TextDocumentEdit(
+                text_document=types.OptionalVersionedTextDocumentIdentifier(
+                    uri=edit.uri, version=edit.version
+                ),
+                edits=[text_edit],
+            )
+        ]
+    )
+
+
 def build_server(
     session_factory: Callable[..., Session] = start_session,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -407,6 +470,76 @@ def build_server(
             raise JsonRpcInvalidParams(str(e)) from e
         if ls.engine:
             ls.engine.did_accept(completion_id)
+
+    @server.feature(NEXT_EDIT_METHOD)
+    async def next_edit(ls: OpportuneServer, params: Any) -> NextEditResult:
+        uri = _uri_param(params)
+        position = _position_param(params)
+        engine = ls.engine
+        if engine is None:
+            return {"edits": [], "reason": "Opportune is not initialized."}
+        answer = await engine.next_edits.suggest(uri, position)
+        if answer.stale:
+            raise JsonRpcContentModified(answer.reason)
+        return {"edits": [_next_edit_json(e) for e in answer.edits], "reason": answer.reason}
+
+    @server.feature(
+        types.TEXT_DOCUMENT_CODE_ACTION,
+        types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.RefactorRewrite]),
+    )
+    async def code_action(
+        ls: OpportuneServer, params: types.CodeActionParams
+    ) -> list[types.CodeAction] | None:
+        engine = ls.engine
+        only = params.context.only
+        if engine is None or (only and not any(str(k).startswith("refactor") for k in only)):
+            return None
+        uri = params.text_document.uri
+        answer = await engine.next_edits.suggest(uri, _position(params.range.start))
+        lines = range(params.range.start.line, params.range.end.line + 1)
+        actions = []
+        # Code actions are for the lines asked about: the edits there (the others are a jump away).
+        for edit in (e for e in answer.edits if e.uri == uri and e.start.line in lines):
+            where = f"{edit.uri.rsplit('/', 1)[-1]}:{edit.start.line + 1}"
+            actions.append(
+                types.CodeAction(
+                    title=f"Opportune: {edit.title} ({where})",
+                    kind=types.CodeActionKind.RefactorRewrite,
+                    edit=_workspace_edit(edit),
+                    command=types.Command(
+                        title="Accept next edit", command=ACCEPT_NEXT_EDIT_COMMAND, arguments=[edit.edit_id]
+                    ),
+                )
+            )
+        return actions or None
+
+    @server.command(ACCEPT_NEXT_EDIT_COMMAND)
+    async def accept_next_edit(ls: OpportuneServer, *args: Any) -> AcceptNextEditResult:
+        engine = ls.engine
+        if engine is None or not args:
+            return {"accepted": False, "reason": "no next edit given"}
+        edit_id = str(args[0])
+        result = engine.next_edits.accept(edit_id)
+        if result.apply is not None:
+            # The client has not applied it (it ran the command alone): the server asks it to, with the
+            # document version the edit was made for, so a client that moved on refuses it.
+            try:
+                response = await ls.workspace_apply_edit_async(
+                    types.ApplyWorkspaceEditParams(
+                        edit=_workspace_edit(result.apply), label=result.apply.title
+                    )
+                )
+                ok, reason = bool(response.applied), response.failure_reason or ""
+            except Exception as e:
+                ok, reason = False, f"the editor did not apply it ({e})"
+            engine.next_edits.applied(edit_id, ok, reason)
+            return {"accepted": ok, "reason": reason or ("" if ok else "the editor refused the edit")}
+        return {"accepted": result.accepted, "reason": result.reason}
+
+    @server.feature(DID_REJECT_NEXT_EDIT_METHOD)
+    def did_reject_next_edit(ls: OpportuneServer, params: Any) -> None:
+        if ls.engine:
+            ls.engine.next_edits.reject(str(params.id), str(params.reason))
 
     # A lone surrogate in a string from the client is made storable by telemetry.schema, like every value.
     @server.feature("opportune/didShowCompletion")

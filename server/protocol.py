@@ -126,6 +126,58 @@ class ReportResult:
     """The same numbers for machines (what ``opportune report --json`` prints)."""
 
 
+@dataclass(frozen=True)
+class TextDocumentRef:
+    """A document by URI."""
+
+    uri: str
+    """The document's URI."""
+
+
+@dataclass(frozen=True)
+class LinePosition:
+    """A zero-based line and UTF-16 column, as LSP counts them."""
+
+    line: int = field(metadata={"minimum": 0})
+    """Zero-based line."""
+    character: int = field(metadata={"minimum": 0})
+    """Zero-based UTF-16 column."""
+
+
+@dataclass(frozen=True)
+class NextEditParams:
+    """``opportune/nextEdit``: the edits that follow from the one just made (the params of
+    ``textDocument/inlineCompletion``)."""
+
+    text_document: TextDocumentRef
+    """The document the cursor is in."""
+    position: LinePosition
+    """The cursor."""
+    context: dict[str, Any] | None = None
+    """The inline completion context (trigger kind); not used yet."""
+
+
+@dataclass(frozen=True)
+class NextEditResult:
+    """The answer to ``opportune/nextEdit`` (the shape of each edit: ``server/nextedit/protocol.py``)."""
+
+    edits: list[dict[str, Any]]
+    """Edits: id, textDocument {uri, version}, range, newText, plainText, insertTextFormat, kind, title,
+    command (``opportune.acceptNextEdit`` with the edit id)."""
+    reason: str
+    """Why there are none, for people."""
+
+
+@dataclass(frozen=True)
+class DidRejectNextEditParams:
+    """``opportune/didRejectNextEdit``: a next edit was dismissed."""
+
+    id: str
+    """The next edit's id."""
+    reason: RejectReason = field(default="dismissed", metadata={"open": True})
+    """Why, as for completions."""
+
+
 # --- methods -------------------------------------------------------------------------------------------
 
 
@@ -148,6 +200,8 @@ METHODS: dict[str, Method] = {
         Method("opportune/status", "request", StatusParams, StatusResult),
         Method("opportune/setEnabled", "request", SetEnabledParams, SetEnabledResult),
         Method("opportune/report", "request", ReportParams, ReportResult),
+        Method("opportune/nextEdit", "request", NextEditParams, NextEditResult),
+        Method("opportune/didRejectNextEdit", "notification", DidRejectNextEditParams),
     )
 }
 

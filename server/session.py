@@ -169,7 +169,13 @@ def _layered(
 
 def effective(settings: Settings, arm: str) -> Effective:
     """The configuration value for settings already armed: its digest is computed from them."""
-    digest = settings_digest({"completion": as_dict(settings.completion), "model": as_dict(settings.model)})
+    digest = settings_digest(
+        {
+            "completion": as_dict(settings.completion),
+            "model": as_dict(settings.model),
+            "next_edit": as_dict(settings.next_edit),
+        }
+    )
     return Effective(settings, arm, digest)
 
 
@@ -285,6 +291,7 @@ def start_session(
         install_id=install,
         notify_user=notify_user,
         hash_salt=hash_salt(),
+        workspace_root=workspace,
     )
     return Session(engine, store, install, problems, metrics_server, layers)
 

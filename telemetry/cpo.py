@@ -25,6 +25,11 @@ Counting rules:
 - losses: ``loss_reason`` counts of responses, and the trigger ``skip`` rules separately.
 
 Rows are grouped by the ``Common`` fields each row carries (language, arm, model, install...).
+
+Next edits have their own funnel beside it (``EditFunnel``): edit opportunities (an edit with follow-ups,
+counted once per change) -> next edits shown (offered to the client, each id once) -> accepted /
+rejected (one outcome per id, the first explicit one winning over inferred ones), with the characters
+the accepted edits changed; **edit CPO** = characters changed by accepted edits / edit opportunities.
 """
 
 from __future__ import annotations
@@ -303,6 +308,57 @@ class Funnel:
 
 
 @dataclass(frozen=True)
+class EditFunnel:
+    """The next-edit funnel of one group."""
+
+    edit_opportunities: int = 0
+    shown: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    chars_changed: int = 0
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        return ratio(self.accepted, self.shown)
+
+    @property
+    def edit_cpo(self) -> float | None:
+        return ratio(self.chars_changed, self.edit_opportunities)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "acceptance_rate": self.acceptance_rate, "edit_cpo": self.edit_cpo}
+
+
+EDIT_COUNT_COLUMNS: tuple[str, ...] = tuple(EditFunnel.__dataclass_fields__)
+
+
+def edit_funnel_counts(frames: EventFrames, by: Sequence[str] = ()) -> pd.DataFrame:
+    """The next-edit funnel counts (``EDIT_COUNT_COLUMNS``) per group, keys as columns."""
+    keys = [group_column(b) for b in by]
+    group_keys = keys or ["_all"]
+    outcomes = frames["next_edit_outcome"].copy()
+    # One outcome per next edit: an explicit one beats inferred ones, otherwise the first.
+    outcomes = outcomes.sort_values(["inferred", "ts"], kind="stable").drop_duplicates("next_edit_id")
+    outcomes = _keyed(outcomes, keys)
+    accepted = outcomes[outcomes["outcome"] == "accepted"]
+    parts = [
+        _by_groups(_keyed(frames["edit_opportunity"], keys), group_keys).size().rename("edit_opportunities"),
+        _by_groups(_keyed(frames["next_edit"].drop_duplicates("next_edit_id"), keys), group_keys)
+        .size()
+        .rename("shown"),
+        _by_groups(accepted, group_keys).size().rename("accepted"),
+        _by_groups(outcomes[outcomes["outcome"] == "rejected"], group_keys).size().rename("rejected"),
+        _by_groups(accepted, group_keys)["chars_changed"].sum().rename("chars_changed"),
+    ]
+    table = pd.concat(parts, axis=1).fillna(0).astype("int64").reset_index()
+    if not keys:
+        table = table.drop(columns="_all")
+        if table.empty:
+            table = pd.DataFrame({c: [0] for c in EDIT_COUNT_COLUMNS})
+    return table[[*keys, *EDIT_COUNT_COLUMNS]]
+
+
+@dataclass(frozen=True)
 class GroupSummary:
     """The report for one group: funnel, factors, latency, losses, stage timings."""
 
@@ -316,11 +372,13 @@ class GroupSummary:
     stage_medians_ms: dict[str, float] = field(default_factory=dict)
     # Per checkpoint: seconds, measured / unknown / pending counts, survival (kept / accepted chars).
     persistence: list[dict[str, Any]] = field(default_factory=list)
+    edits: EditFunnel = field(default_factory=EditFunnel)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["factors"] = self.funnel.factors()
         out["follow_up"] = self.funnel.follow_up()
+        out["edits"] = self.edits.to_dict()
         return out
 
 
@@ -389,6 +447,12 @@ def summarise(frames: EventFrames, by: Sequence[str] = (), now: float | None = N
             {k: (None if k == "survival" and pd.isna(v) else v) for k, v in record.items()}
         )
 
+    edit_counts = {
+        tuple(row[k] for k in keys) if keys else ("",): EditFunnel(
+            **{c: int(row[c]) for c in EDIT_COUNT_COLUMNS}
+        )
+        for _, row in edit_funnel_counts(frames, by).iterrows()
+    }
     summaries: list[GroupSummary] = []
     for _, row in counts.iterrows():
         key = tuple(row[k] for k in keys) if keys else ("",)
@@ -404,8 +468,24 @@ def summarise(frames: EventFrames, by: Sequence[str] = (), now: float | None = N
                 skip_rules=_sorted_counts(skips.get(key, {})),
                 stage_medians_ms={k: float(v) for k, v in sorted(stages.get(key, {}).items())},
                 persistence=persistence.get(key, []),
+                edits=edit_counts.get(key, EditFunnel()),
             )
         )
+    # Groups with next-edit events only (an arm where nobody typed a completion yet) are reported too.
+    seen = {tuple(s.group[k] for k in keys) if keys else ("",) for s in summaries}
+    for key, edits in edit_counts.items():
+        if tuple(str(k) for k in key) not in seen and (keys or not summaries):
+            summaries.append(
+                GroupSummary(
+                    group={k: str(v) for k, v in zip(keys, key, strict=True)},
+                    funnel=Funnel(),
+                    installs=0,
+                    latency_p50_ms=None,
+                    latency_p95_ms=None,
+                    edits=edits,
+                )
+            )
+    summaries.sort(key=lambda s: tuple(s.group.values()))
     return summaries
 
 

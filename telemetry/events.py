@@ -180,6 +180,50 @@ class Persistence(Event):
     suffix_text: str | None = None  # only with store_text, on the tracking row: the code after it
 
 
+# ---- next edits: the same funnel for the edits that follow from the one just made -----------------------
+
+NextEditSource = Literal["rule", "model"]
+NextEditOutcomeKind = Literal["accepted", "rejected"]
+
+
+@dataclass(frozen=True)
+class EditOpportunity(Event):
+    """An edit with follow-ups (a signature changed, a declaration renamed), counted once per change and
+    before any arm-dependent rule: the denominator of edit CPO."""
+
+    kind: ClassVar[str] = "edit_opportunity"
+    edit_opportunity_id: str
+    document_hash: str
+    change_kind: str  # rename, rename_function, rename_parameter, add_parameter, remove_parameter, ...
+    follow_ups: int  # places found that need the follow-up edit
+    files: int  # files they are in
+
+
+@dataclass(frozen=True)
+class NextEdit(Event):
+    """One follow-up edit offered to the client (its first offer: asking again does not count twice)."""
+
+    kind: ClassVar[str] = "next_edit"
+    next_edit_id: str
+    edit_opportunity_id: str
+    source: NextEditSource
+    edit_kind: str  # rename, callee, arguments, parameter_use
+    chars_changed: int  # what accepting it changes: max(characters removed, characters inserted)
+    latency_ms: float  # from the request to the answer that first held it
+    same_file: bool
+    snippet: bool = False
+
+
+@dataclass(frozen=True)
+class NextEditOutcome(Event):
+    kind: ClassVar[str] = "next_edit_outcome"
+    next_edit_id: str
+    outcome: NextEditOutcomeKind
+    chars_changed: int = 0  # of an accepted edit
+    reason: str = ""
+    inferred: bool = False
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     Edit,
     Opportunity,
@@ -189,4 +233,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Shown,
     Outcome,
     Persistence,
+    EditOpportunity,
+    NextEdit,
+    NextEditOutcome,
 )

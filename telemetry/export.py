@@ -5,9 +5,10 @@
 
 Several stores are merged first, each event once.  One row per event; ``kind`` says which event it is.
 
-Schema (version 1).  Every row:
+Schema (version 2: version 1 plus the next-edit kinds).  Every row:
 
-    kind            string   opportunity | edit | skip | attempt | response | shown | outcome | persistence
+    kind            string   opportunity | edit | skip | attempt | response | shown | outcome | persistence |
+                             edit_opportunity | next_edit | next_edit_outcome
     event_id        string   unique id of the event (hex)
     ts              double   Unix time in seconds, UTC
     install_id      string   the installation (the experiment's randomisation unit)
@@ -44,6 +45,14 @@ every column, null where the kind lacks it):
                  double|null (of the accepted characters still there; measured rows), reason string
                  (unknown rows: closed|shutdown|evicted), kept_text string|null, prefix_text string|null,
                  suffix_text string|null
+    edit_opportunity  edit_opportunity_id string, document_hash string, change_kind string (rename,
+                 rename_function, rename_parameter, add_parameter, remove_parameter, reorder_parameters,
+                 change_parameters), follow_ups int64, files int64
+    next_edit    next_edit_id string, edit_opportunity_id string, source string (rule|model),
+                 edit_kind string (rename|callee|arguments|parameter_use), chars_changed int64,
+                 latency_ms double, same_file bool, snippet bool
+    next_edit_outcome  next_edit_id string, outcome string (accepted|rejected), chars_changed int64,
+                 reason string, inferred bool
 
 ``*_text`` columns are null unless the store was written with ``store_text`` on.  Parquet needs pyarrow
 (``pip install pyarrow``); NDJSON needs nothing.  ``load_export``/``import_events`` read either format
@@ -67,7 +76,7 @@ from opportune.telemetry.store import StoreError, open_events, store_paths
 
 Format = Literal["ndjson", "parquet", "dataset"]
 FORMATS: tuple[Format, ...] = ("ndjson", "parquet", "dataset")
-EXPORT_SCHEMA_VERSION = 1
+EXPORT_SCHEMA_VERSION = 2
 PYARROW_MISSING = "parquet export needs pyarrow: pip install pyarrow (or use --format ndjson)"
 
 

@@ -17,6 +17,10 @@ Every series is labelled by ``arm`` and ``language``:
 
 Persistence at a checkpoint is kept / accepted chars (e.g. ``rate(..._kept_chars_total{checkpoint="600"}[1d])
 / rate(..._accepted_chars_total{checkpoint="600"}[1d])``); persisted CPO is CPO times it.
+    opportune_edit_opportunities_total       edits with follow-ups (the denominator of edit CPO)
+    opportune_next_edits_shown_total         next edits offered to the client
+    opportune_next_edits_total{outcome}      next edits accepted or rejected
+    opportune_next_edit_chars_total          characters changed by accepted next edits (edit CPO's numerator)
 
 The live counters are for dashboards and alerts; the store (``opportune.telemetry.store``) is the record the
 reports and experiments use.  ``Metrics.observe(event)`` updates them from the same events the store
@@ -37,7 +41,18 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 
-from opportune.telemetry.events import Attempt, Event, Opportunity, Outcome, Persistence, Response, Shown
+from opportune.telemetry.events import (
+    Attempt,
+    EditOpportunity,
+    Event,
+    NextEdit,
+    NextEditOutcome,
+    Opportunity,
+    Outcome,
+    Persistence,
+    Response,
+    Shown,
+)
 from opportune.telemetry.schema import parse_stages
 
 logger = logging.getLogger(__name__)
@@ -176,6 +191,18 @@ class Metrics:
             (*_LABELS, "checkpoint"),
             registry=r,
         )
+        self.edit_opportunities = Counter(
+            "opportune_edit_opportunities", "Edits with follow-up edits", _LABELS, registry=r
+        )
+        self.next_edits_shown = Counter(
+            "opportune_next_edits_shown", "Next edits offered to the client", _LABELS, registry=r
+        )
+        self.next_edits = Counter(
+            "opportune_next_edits", "Next edits accepted or rejected", (*_LABELS, "outcome"), registry=r
+        )
+        self.next_edit_chars = Counter(
+            "opportune_next_edit_chars", "Characters changed by accepted next edits", _LABELS, registry=r
+        )
         self._lock = threading.Lock()
         self._shown_ids: OrderedDict[str, None] = OrderedDict()
         self._accepted_ids: OrderedDict[str, None] = OrderedDict()
@@ -234,6 +261,14 @@ class Metrics:
             if event.status == "measured":
                 self.persistence_accepted_chars.labels(arm, language, checkpoint).inc(event.accepted_chars)
                 self.persistence_kept_chars.labels(arm, language, checkpoint).inc(event.kept_chars)
+        elif isinstance(event, EditOpportunity):
+            self.edit_opportunities.labels(arm, language).inc()
+        elif isinstance(event, NextEdit):
+            self.next_edits_shown.labels(arm, language).inc()
+        elif isinstance(event, NextEditOutcome):
+            self.next_edits.labels(arm, language, event.outcome).inc()
+            if event.outcome == "accepted":
+                self.next_edit_chars.labels(arm, language).inc(max(0, event.chars_changed))
 
     def serve(self, port: int, host: str = "127.0.0.1") -> MetricsServer:
         """Serve ``/metrics`` over HTTP on host:port (port 0: any free port) in a daemon thread."""

@@ -342,6 +342,38 @@ def render_summary(groups: Sequence[Mapping[str, Any]], by: str | None = None) -
     kept = _what_stayed(groups, name, label)
     if kept:
         blocks.append(kept)
+    if any(g.get("edits", {}).get("edit_opportunities") for g in groups):
+        edit_rows = [
+            [
+                name(g),
+                *(
+                    fmt_count(g["edits"][k])
+                    for k in ("edit_opportunities", "shown", "accepted", "rejected", "chars_changed")
+                ),
+                fmt_metric("acceptance_rate", g["edits"]["acceptance_rate"]),
+                fmt_metric("cpo", g["edits"]["edit_cpo"]),
+                fmt_metric("cpo", g["factors"]["cpo"]),
+            ]
+            for g in groups
+        ]
+        blocks.append(
+            "Next edits (edit CPO = chars changed by accepted edits / edit opportunities)\n"
+            + format_table(
+                [
+                    label,
+                    "edit opportunities",
+                    "shown",
+                    "accepted",
+                    "rejected",
+                    "chars changed",
+                    "acceptance rate",
+                    "edit CPO",
+                    "CPO",
+                ],
+                edit_rows,
+                "lrrrrrrrr",
+            )
+        )
     for title, key, fmt in (
         ("Losses: attempts that showed nothing, by reason", "loss_reasons", fmt_count),
         ("Skipped by trigger rules", "skip_rules", fmt_count),

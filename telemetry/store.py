@@ -122,10 +122,16 @@ def _migration_2_persistence(conn: sqlite3.Connection) -> None:
         conn.execute('ALTER TABLE "outcome" ADD COLUMN "keystrokes_saved" INTEGER NOT NULL DEFAULT 0')
 
 
+def _migration_3_next_edit_tables(conn: sqlite3.Connection) -> None:
+    """Next-edit events (edit opportunity, next edit, next-edit outcome) get their tables in older stores."""
+    _migration_1_event_tables(conn)  # creates only the tables that are missing
+
+
 # MIGRATIONS[i] brings a store from version i to version i + 1.  Append, never edit.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migration_1_event_tables,
     _migration_2_persistence,
+    _migration_3_next_edit_tables,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

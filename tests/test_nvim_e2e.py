@@ -313,3 +313,55 @@ def test_keys_fall_back_and_options_are_validated(tmp_path: Path) -> None:
     assert got["mapped"]["value"].startswith("opportune: ")
     tags = {line.split("\t")[0] for line in got["helptags"]["value"]}
     assert {"g:opportune", ":Opportune", "<Plug>(opportune-accept)", "opportune-health"} <= tags
+
+
+GEO = "def area(w, h):\n    return w * h\n\n\nprint(area(1, 2))\nx = area(3, 4)\n"
+NEXT_EDIT_NS = "vim.api.nvim_get_namespaces()['opportune-next-edit']"
+
+
+def test_a_signature_change_is_followed_by_next_edits_jumped_to_and_applied(tmp_path: Path) -> None:
+    """Add a parameter to a function in normal mode; leaving insert mode previews the first call site's edit
+    as virtual text; <Plug>(opportune-next-edit) jumps there, then applies it; twice; the buffer holds the
+    updated calls and the store has both acceptances, reported by the client."""
+    (tmp_path / "geo.py").write_text(GEO)
+    db = tmp_path / "telemetry.db"
+    cmd = [sys.executable, "-m", "opportune.server.cli", "serve", "--backend", "fake", "--db", str(db)]
+    marks = (
+        f"local ms = vim.api.nvim_buf_get_extmarks(0, {NEXT_EDIT_NS}, 0, -1, {{ details = true }}) "
+        "return vim.tbl_map(function(m) return { m[2], m[4].virt_text[1][1] } end, ms)"
+    )
+    steps: list[dict[str, Any]] = [
+        {"name": "open", "open": "geo.py"},
+        {"input": "gg0f)i, depth<Esc>"},
+        {"sleep": 1500},
+        {"name": "preview", "lua": marks},
+        {"input": "<Plug>(opportune-next-edit)"},
+        {"sleep": 300},
+        {"name": "jumped", "lua": "return vim.api.nvim_win_get_cursor(0)"},
+        {"input": "<Plug>(opportune-next-edit)"},
+        {"sleep": 1500},
+        {"name": "second_preview", "lua": marks},
+        {"input": "<Plug>(opportune-next-edit)"},
+        {"sleep": 300},
+        {"input": "<Plug>(opportune-next-edit)"},
+        {"sleep": 1500},
+        {"name": "final", "lua": "return vim.api.nvim_buf_get_lines(0, 0, -1, false)"},
+        {"name": "left", "lua": marks},
+        {"name": "stop", "stop": True},
+    ]
+    steps_by_name = by_name(run_nvim(tmp_path, steps, cmd=cmd, timeout=90))
+    preview = steps_by_name["preview"]["value"]
+    assert preview and preview[0][0] == 4 and "depth" in preview[0][1], preview
+    assert steps_by_name["jumped"]["value"] == [5, 15], "the cursor is not at the first call site"
+    assert steps_by_name["second_preview"]["value"][0][0] == 5
+    assert steps_by_name["final"]["value"] == [
+        "def area(w, h, depth):",
+        "    return w * h",
+        "",
+        "",
+        "print(area(1, 2, depth))",
+        "x = area(3, 4, depth)",
+    ]
+    assert steps_by_name["left"]["value"] == []
+    accepted = rows(db, "SELECT count(*) FROM next_edit_outcome WHERE outcome = 'accepted' AND inferred = 0")
+    assert accepted == [(2,)]

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from opportune.server.backends.base import Backend
 from opportune.server.completion.effective import Effective
@@ -21,6 +22,7 @@ from opportune.server.completion.workspace import LINE_CHARS, Change, DocState, 
 from opportune.server.config import CompletionSettings, Settings
 from opportune.server.context.syntax import SyntaxContext
 from opportune.server.documents import Position
+from opportune.server.nextedit.service import NextEdits
 from opportune.server.postprocess import Shape, should_trigger
 from opportune.telemetry import events as ev
 
@@ -38,6 +40,7 @@ class Engine:
         session_id: str | None = None,
         notify_user: Callable[[str], None] | None = None,
         hash_salt: str = "",
+        workspace_root: Path | None = None,
     ) -> None:
         self.config = config
         self.workspace = Workspace(hash_salt)
@@ -49,6 +52,18 @@ class Engine:
         )
         self.tracker = SuggestionTracker(self.funnel, self.workspace.get, lambda: self.settings)
         self.last_latency_ms: float | None = None
+        self._completing = 0  # completion requests in flight: next edits wait for them
+        # Next edits: their own worker thread, never the model's, so completions never queue behind them.
+        self.next_edits = NextEdits(
+            lambda: self.settings.next_edit,
+            self.workspace.views,
+            self.workspace.document,
+            self.funnel.emit,
+            self.funnel.common,
+            workspace_root,
+            completing=lambda: self._completing > 0,
+            client_reason=self.funnel.client_reason,
+        )
 
     @property
     def settings(self) -> Settings:
@@ -129,6 +144,7 @@ class Engine:
         if state is None:
             return None
         trace = RequestTrace(uri, state.language, state.doc.version)
+        self._completing += 1
         try:
             return await self._complete(state, position, invoked, trace)
         except asyncio.CancelledError:
@@ -139,6 +155,8 @@ class Engine:
             if state.doc.version == trace.version:
                 self.worker.cancel_for(uri)
             raise
+        finally:
+            self._completing -= 1
 
     async def _complete(
         self, state: DocState, position: Position, invoked: bool, trace: RequestTrace
@@ -287,6 +305,7 @@ class Engine:
             self.worker.prewarm(placeholder, self._job(state, cursor, syntax, placeholder, self.settings))
 
     def shutdown(self) -> None:
+        self.next_edits.close()
         self.worker.cancel_live()
         for state in list(self.workspace.docs.values()):
             if state.active:

@@ -23,6 +23,8 @@ from opportune.server.completion.tracker import ActiveSuggestion, Suggestion
 from opportune.server.config import CompletionSettings
 from opportune.server.context.syntax import SyntaxContext, SyntaxTree, language_for
 from opportune.server.documents import MAX_PARSED_CHARS, Document, Position, TextEdit, utf8_len
+from opportune.server.nextedit.history import EditHistory
+from opportune.server.nextedit.service import DocView
 from opportune.server.postprocess import Shape
 from opportune.server.prompt import PromptInput, reach_chars
 
@@ -106,6 +108,7 @@ class DocState:
     keystrokes: deque[float] = field(default_factory=lambda: deque(maxlen=12))
     line_contexts: LineContexts = field(default_factory=LineContexts)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    history: EditHistory = field(default_factory=EditHistory)  # the recent hunks, for next edits
 
 
 def document_hash(salt: str, uri: str) -> str:
@@ -142,12 +145,35 @@ class Workspace:
     def close(self, uri: str) -> DocState | None:
         return self.docs.pop(uri, None)
 
+    def document(self, uri: str) -> Document | None:
+        state = self.docs.get(uri)
+        return state.doc if state else None
+
+    def views(self) -> dict[str, DocView]:
+        """Snapshots of the open documents and their recent hunks (str and tuples: safe on another thread)."""
+        return {
+            uri: DocView(
+                uri,
+                s.doc.text,
+                s.language,
+                s.doc.version,
+                tuple(s.history.hunks),
+                s.hash,
+                s.history.changed_at,
+            )
+            for uri, s in self.docs.items()
+        }
+
     def apply(self, state: DocState, version: int, changes: list[Change]) -> list[TextEdit]:
         """Apply an editor's changes in order: text, trees, memo, and wake whoever waits on the document."""
         doc = state.doc
         edits: list[TextEdit] = []
         for start, end, text in changes:
             edits.append(doc.apply(start, end, text))
+            if start is None:
+                state.history.reset()
+            else:
+                state.history.record(edits[-1].start, edits[-1].removed, edits[-1].inserted, doc.text)
             if start is None:
                 state.tree = _parse(state.language, doc.text)
             elif state.tree is not None:

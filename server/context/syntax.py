@@ -48,6 +48,7 @@ __all__ = [
     "SyntaxContext",
     "SyntaxLimits",
     "SyntaxTree",
+    "grammar",
     "language_for",
 ]
 
@@ -400,6 +401,12 @@ def _language(language: str) -> tree_sitter.Language:
     spec = _SPECS[language]
     module = importlib.import_module(spec.module)
     return tree_sitter.Language(getattr(module, spec.function)())
+
+
+def grammar(language: str) -> tree_sitter.Language:
+    """The tree-sitter language of a canonical language name (loaded once), for modules that parse on
+    their own (next-edit analysis parses the text before an edit)."""
+    return _language(language)
 
 
 # --------------------------------------------------------------------------------------------------------

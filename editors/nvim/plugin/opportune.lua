@@ -14,6 +14,7 @@ vim.g.loaded_opportune = true
 local function set_highlight()
   local target = vim.fn.hlexists('ComplHint') == 1 and 'ComplHint' or 'Comment'
   vim.api.nvim_set_hl(0, 'OpportuneGhost', { link = target, default = true })
+  vim.api.nvim_set_hl(0, 'OpportuneNextEdit', { link = 'DiagnosticHint', default = true })
 end
 set_highlight()
 
@@ -57,6 +58,22 @@ end, {
     return require('opportune.commands').complete(arglead, cmdline)
   end,
 })
+
+-- Next edits: asked for when the user leaves insert mode (an edit just ended), previewed at their place.
+vim.api.nvim_create_autocmd('InsertLeave', {
+  group = group,
+  callback = function(ev)
+    if require('opportune.config').get().next_edits and #require('opportune.lsp').clients(ev.buf) > 0 then
+      require('opportune.nextedit').request(ev.buf)
+    end
+  end,
+})
+vim.keymap.set('n', '<Plug>(opportune-next-edit)', function()
+  require('opportune.nextedit').jump_or_apply()
+end, { silent = true, desc = 'Jump to the next Opportune next edit, or apply it when there' })
+vim.keymap.set('n', '<Plug>(opportune-next-edit-dismiss)', function()
+  require('opportune.nextedit').dismiss()
+end, { silent = true, desc = 'Dismiss the Opportune next edits' })
 
 local keymaps = require('opportune.keymaps')
 keymaps.define_plugs()

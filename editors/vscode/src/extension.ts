@@ -23,6 +23,16 @@ import {
 
 import { waitUntilAnswers, answers } from "./net";
 import {
+  ACCEPT_NEXT_EDIT_COMMAND,
+  NEXT_EDIT_METHOD,
+  asInlineReplacement,
+  hint,
+  tabAction,
+  type Here,
+  type NextEdit,
+  type NextEditAnswer,
+} from "./nextedit";
+import {
   ACCEPT_COMMAND,
   Methods,
   completionIdOf,
@@ -48,6 +58,8 @@ import { CompletionTracker, type Position, type RequestContext, type ReturnedIte
 const STATUS_POLL_MS = 15_000;
 const STATUS_REQUEST_TIMEOUT_MS = 5_000;
 const DASHBOARD_START_TIMEOUT_MS = 30_000;
+/** Quiet time after an edit before next edits are asked for (they follow an edit, not each keystroke). */
+const NEXT_EDIT_DELAY_MS = 400;
 
 function toPosition(position: vscode.Position): Position {
   return { line: position.line, character: position.character };
@@ -99,8 +111,20 @@ class OpportuneExtension implements vscode.Disposable {
   private reportedProblems = "";
   /** The document of the active editor, whose suggestion ends when the user switches editors. */
   private activeDocumentKey: string | undefined;
+  /** Next edits from the server, the first one marked in the gutter (far) or offered as ghost text (near). */
+  private pendingNextEdits: NextEdit[] = [];
+  private nextEditTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly nextEditDecoration: vscode.TextEditorDecorationType;
 
-  constructor() {
+  constructor(extensionUri: vscode.Uri) {
+    this.nextEditDecoration = vscode.window.createTextEditorDecorationType({
+      gutterIconPath: vscode.Uri.joinPath(extensionUri, "media", "next-edit.svg"),
+      gutterIconSize: "contain",
+      overviewRulerColor: new vscode.ThemeColor("editorInfo.foreground"),
+      overviewRulerLane: vscode.OverviewRulerLane.Right,
+      after: { color: new vscode.ThemeColor("editorCodeLens.foreground"), margin: "0 0 0 1em" },
+      isWholeLine: true,
+    });
     this.log = vscode.window.createOutputChannel("Opportune", { log: true });
     this.reportChannel = vscode.window.createOutputChannel("Opportune Report");
     this.statusItem = vscode.window.createStatusBarItem(
@@ -144,6 +168,21 @@ class OpportuneExtension implements vscode.Disposable {
         this.partialAccept("editor.action.inlineSuggest.acceptNextLine"),
       ),
       vscode.commands.registerCommand("opportune.dismissSuggestion", () => this.dismiss()),
+      vscode.commands.registerCommand("opportune.nextEdit", () => this.nextEditTab()),
+      vscode.commands.registerCommand("opportune.nextEditAccepted", async (id: unknown) => {
+        const edit = this.pendingNextEdits.find((e) => e.id === id);
+        if (edit !== undefined) {
+          await this.acceptNextEdit(edit);
+          this.pendingNextEdits = [];
+          await this.requestNextEdits();
+        }
+      }),
+      this.nextEditDecoration,
+      vscode.workspace.onDidChangeTextDocument((event) => {
+        if (event.contentChanges.length > 0 && event.document === vscode.window.activeTextEditor?.document) {
+          this.scheduleNextEdits();
+        }
+      }),
       vscode.workspace.onDidChangeConfiguration((event) => {
         if (event.affectsConfiguration("opportune")) {
           void this.onSettingsChanged();
@@ -257,6 +296,9 @@ class OpportuneExtension implements vscode.Disposable {
 
   dispose(): void {
     clearInterval(this.statusPoll);
+    if (this.nextEditTimer !== undefined) {
+      clearTimeout(this.nextEditTimer);
+    }
     if (this.statusRefresh !== undefined) {
       clearTimeout(this.statusRefresh);
     }
@@ -266,11 +308,157 @@ class OpportuneExtension implements vscode.Disposable {
     }
   }
 
+  // ---- next edits ------------------------------------------------------------------------------------
+
+  private scheduleNextEdits(): void {
+    if (this.nextEditTimer !== undefined) {
+      clearTimeout(this.nextEditTimer);
+    }
+    this.nextEditTimer = setTimeout(() => {
+      void this.requestNextEdits();
+    }, NEXT_EDIT_DELAY_MS);
+  }
+
+  /** Asks the server for next edits at the cursor of the active editor, and shows the first one. */
+  private async requestNextEdits(): Promise<void> {
+    const client = this.client;
+    const editor = vscode.window.activeTextEditor;
+    if (client?.isRunning() !== true || editor === undefined) {
+      return;
+    }
+    try {
+      const position = editor.selection.active;
+      const result = await client.sendRequest<NextEditAnswer>(NEXT_EDIT_METHOD, {
+        textDocument: { uri: editor.document.uri.toString() },
+        position: toPosition(position),
+        context: { triggerKind: 2 },
+      });
+      this.pendingNextEdits = result.edits;
+    } catch (error) {
+      // A newer edit made this one stale (ContentModified) or it was cancelled: the next request follows.
+      this.log.debug(`next edits: ${String(error)}`);
+      this.pendingNextEdits = [];
+    }
+    this.showNextEdit();
+  }
+
+  private here(editor: vscode.TextEditor): Here {
+    return {
+      uri: editor.document.uri.toString(),
+      version: editor.document.version,
+      position: toPosition(editor.selection.active),
+    };
+  }
+
+  /** Marks the first pending edit (gutter, overview ruler, a hint after its line) and sets the Tab context. */
+  private showNextEdit(): void {
+    const editor = vscode.window.activeTextEditor;
+    const first = this.pendingNextEdits[0];
+    void vscode.commands.executeCommand("setContext", "opportune.nextEditPending", first !== undefined);
+    for (const visible of vscode.window.visibleTextEditors) {
+      visible.setDecorations(this.nextEditDecoration, []);
+    }
+    if (editor === undefined || first?.textDocument.uri !== editor.document.uri.toString()) {
+      return;
+    }
+    const line = first.range.start.line;
+    editor.setDecorations(this.nextEditDecoration, [
+      {
+        range: new vscode.Range(line, 0, line, 0),
+        renderOptions: { after: { contentText: hint(first, this.pendingNextEdits.length) } },
+      },
+    ]);
+  }
+
+  /** Tab with next edits pending: jump to a far one, apply a near one (refusing a stale one), then ask again. */
+  private async nextEditTab(): Promise<void> {
+    const editor = vscode.window.activeTextEditor;
+    if (editor === undefined) {
+      return;
+    }
+    const action = tabAction(this.pendingNextEdits, this.here(editor));
+    if (action.kind === "none") {
+      await this.requestNextEdits();
+      return;
+    }
+    const edit = action.edit;
+    const range = new vscode.Range(
+      edit.range.start.line,
+      edit.range.start.character,
+      edit.range.end.line,
+      edit.range.end.character,
+    );
+    if (action.kind === "jump") {
+      const document = await vscode.workspace.openTextDocument(vscode.Uri.parse(edit.textDocument.uri));
+      const target = await vscode.window.showTextDocument(document);
+      target.selection = new vscode.Selection(range.start, range.start);
+      target.revealRange(range, vscode.TextEditorRevealType.InCenterIfOutsideViewport);
+      this.showNextEdit();
+      return;
+    }
+    if (action.kind === "stale") {
+      void vscode.window.showWarningMessage(`Opportune: ${action.reason}; asking again.`);
+      await this.requestNextEdits();
+      return;
+    }
+    const applied = await editor.edit((builder) => {
+      builder.replace(range, edit.plainText);
+    });
+    if (applied) {
+      await this.acceptNextEdit(edit);
+    }
+    this.pendingNextEdits = [];
+    await this.requestNextEdits();
+  }
+
+  private async acceptNextEdit(edit: NextEdit): Promise<void> {
+    try {
+      await this.client?.sendRequest("workspace/executeCommand", {
+        command: ACCEPT_NEXT_EDIT_COMMAND,
+        arguments: [edit.id],
+      });
+    } catch (error) {
+      this.log.warn(`accepting a next edit: ${String(error)}`);
+    }
+  }
+
+  /** The first pending edit as ghost text replacing a range, when it is on the cursor's line. */
+  private nearNextEdit(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+  ): vscode.InlineCompletionItem[] {
+    const edit = this.pendingNextEdits[0];
+    const here: Here = {
+      uri: document.uri.toString(),
+      version: document.version,
+      position: toPosition(position),
+    };
+    if (edit === undefined || tabAction([edit], here).kind !== "apply") {
+      return [];
+    }
+    const replacement = asInlineReplacement(edit, here.position, document.lineAt(position.line).text);
+    if (replacement === undefined) {
+      return [];
+    }
+    const { start, end } = replacement.range;
+    const item = new vscode.InlineCompletionItem(
+      replacement.text,
+      new vscode.Range(start.line, start.character, end.line, end.character),
+    );
+    // VS Code runs the command after inserting: the server records the acceptance.
+    item.command = { title: "Accept next edit", command: "opportune.nextEditAccepted", arguments: [edit.id] };
+    return [item];
+  }
+
   private middleware(): Middleware {
     return {
       provideInlineCompletionItems: async (document, position, context, token, next) => {
         if (!this.settings.enabled) {
           return null;
+        }
+        const near = this.nearNextEdit(document, position);
+        if (near.length > 0) {
+          return near;
         }
         const request = requestContext(document, position);
         const generation = this.tracker.requestStarted(request, (anchor) => {
@@ -487,7 +675,7 @@ class OpportuneExtension implements vscode.Disposable {
 let extension: OpportuneExtension | undefined;
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
-  extension = new OpportuneExtension();
+  extension = new OpportuneExtension(context.extensionUri);
   context.subscriptions.push(extension);
   await extension.start();
 }

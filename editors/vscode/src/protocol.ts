@@ -19,6 +19,8 @@ export const Methods = {
   status: "opportune/status",
   setEnabled: "opportune/setEnabled",
   report: "opportune/report",
+  nextEdit: "opportune/nextEdit",
+  didRejectNextEdit: "opportune/didRejectNextEdit",
 } as const;
 
 /** Why a suggestion on screen went away without being accepted. */
@@ -92,6 +94,52 @@ export interface ReportResult {
   text: string;
   /** The same numbers for machines (what `opportune report --json` prints). */
   data: Record<string, unknown>;
+}
+
+/** A document by URI. */
+export interface TextDocumentRef {
+  /** The document's URI. */
+  uri: string;
+}
+
+/** A zero-based line and UTF-16 column, as LSP counts them. */
+export interface LinePosition {
+  /** Zero-based line. */
+  line: number;
+  /** Zero-based UTF-16 column. */
+  character: number;
+}
+
+/**
+ * `opportune/nextEdit`: the edits that follow from the one just made (the params of
+ * `textDocument/inlineCompletion`).
+ */
+export interface NextEditParams {
+  /** The document the cursor is in. */
+  textDocument: TextDocumentRef;
+  /** The cursor. */
+  position: LinePosition;
+  /** The inline completion context (trigger kind); not used yet. */
+  context?: Record<string, unknown> | null;
+}
+
+/** The answer to `opportune/nextEdit` (the shape of each edit: `server/nextedit/protocol.py`). */
+export interface NextEditResult {
+  /**
+   * Edits: id, textDocument {uri, version}, range, newText, plainText, insertTextFormat, kind, title,
+   * command (`opportune.acceptNextEdit` with the edit id).
+   */
+  edits: Record<string, unknown>[];
+  /** Why there are none, for people. */
+  reason: string;
+}
+
+/** `opportune/didRejectNextEdit`: a next edit was dismissed. */
+export interface DidRejectNextEditParams {
+  /** The next edit's id. */
+  id: string;
+  /** Why, as for completions. */
+  reason?: RejectReason;
 }
 
 /**

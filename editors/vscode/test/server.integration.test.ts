@@ -46,6 +46,14 @@ import {
 } from "vscode-languageserver-protocol/node";
 
 import {
+  ACCEPT_NEXT_EDIT_COMMAND,
+  NEXT_EDIT_METHOD,
+  tabAction,
+  type AcceptNextEditResult,
+  type Here,
+  type NextEditAnswer,
+} from "../src/nextedit";
+import {
   ACCEPT_COMMAND,
   Methods,
   completionIdOf,
@@ -531,6 +539,66 @@ describe(
       assert.equal(typeof report.text, "string");
       assert.ok(report.text.length > 0);
       assert.equal(typeof report.data, "object");
+    });
+
+    it("offers next edits after a signature change: Tab jumps, applies, and the accept is recorded once", async () => {
+      const uri = "file:///project/geo.py";
+      let doc = TextDocument.create(
+        uri,
+        "python",
+        1,
+        "def area(w, h):\n    return w * h\n\n\nprint(area(1, 2))\n",
+      );
+      await connection.sendNotification(DidOpenTextDocumentNotification.type, {
+        textDocument: { uri, languageId: "python", version: 1, text: doc.getText() },
+      });
+      const change = async (range: { start: Position; end: Position }, text: string): Promise<void> => {
+        doc = TextDocument.update(doc, [{ range, text }], doc.version + 1);
+        await connection.sendNotification(DidChangeTextDocumentNotification.type, {
+          textDocument: { uri, version: doc.version },
+          contentChanges: [{ range, text }],
+        });
+      };
+      const at = { line: 0, character: 13 };
+      await change({ start: at, end: at }, ", depth");
+      const ask = (): Promise<NextEditAnswer> =>
+        withTimeout(
+          connection.sendRequest<NextEditAnswer>(NEXT_EDIT_METHOD, {
+            textDocument: { uri },
+            position: { line: 0, character: 20 },
+            context: { triggerKind: 2 },
+          }),
+          REQUEST_TIMEOUT_MS,
+          NEXT_EDIT_METHOD,
+        );
+      const result = await ask();
+      assert.equal(result.edits.length, 1, JSON.stringify(result));
+      const edit = result.edits[0];
+      assert.ok(edit !== undefined);
+      assert.equal(edit.command.command, ACCEPT_NEXT_EDIT_COMMAND);
+      // From the signature, Tab jumps to the call; there, Tab applies it.
+      const here = (line: number, character: number): Here => ({
+        uri,
+        version: doc.version,
+        position: { line, character },
+      });
+      assert.equal(tabAction(result.edits, here(0, 20)).kind, "jump");
+      const action = tabAction(result.edits, here(edit.range.start.line, edit.range.start.character));
+      assert.equal(action.kind, "apply");
+      await change(edit.range, edit.plainText);
+      assert.equal(doc.getText().split("\n")[4], "print(area(1, 2, depth))");
+      const accept = (): Promise<AcceptNextEditResult> =>
+        connection.sendRequest(ExecuteCommandRequest.type, {
+          command: ACCEPT_NEXT_EDIT_COMMAND,
+          arguments: [edit.id],
+        }) as Promise<AcceptNextEditResult>;
+      assert.deepEqual(await accept(), { accepted: true, reason: "" });
+      const again = await accept();
+      assert.equal(again.accepted, false);
+      assert.match(again.reason, /already applied/);
+      // Nothing is left, and an edit kept from before is refused as stale.
+      assert.deepEqual((await ask()).edits, []);
+      assert.equal(tabAction(result.edits, here(4, 15)).kind, "stale");
     });
 
     it("shuts down cleanly", async () => {

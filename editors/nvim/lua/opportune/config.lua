@@ -45,6 +45,9 @@ local M = {}
 ---@field engine? "auto"|"builtin"|"plugin"
 ---Default insert-mode keys; `false` sets none (the `<Plug>` mappings always exist).
 ---@field keymaps? opportune.Keymaps|false
+---Ask the server for next edits when leaving insert mode and preview the next one at its place; map
+---`<Plug>(opportune-next-edit)` to jump to it and apply it. (default: true)
+---@field next_edits? boolean
 
 ---@type opportune.Config
 M.defaults = {
@@ -75,6 +78,7 @@ M.defaults = {
     accept_line = '<M-Down>',
     dismiss = '<C-]>',
   },
+  next_edits = true,
 }
 
 --- Checks the user's table; returns a list of problems (empty when valid).
@@ -113,6 +117,9 @@ function M.problems(user)
   end
   if user.cmd ~= nil then
     check('cmd', list_of_strings(user.cmd) and #user.cmd > 0, 'a non-empty list of strings')
+  end
+  if user.next_edits ~= nil then
+    check('next_edits', type(user.next_edits) == 'boolean', 'a boolean')
   end
   if user.cmd_env ~= nil then
     check('cmd_env', type(user.cmd_env) == 'table', 'a table')

@@ -16,6 +16,8 @@ M.methods = {
   status = 'opportune/status',
   set_enabled = 'opportune/setEnabled',
   report = 'opportune/report',
+  next_edit = 'opportune/nextEdit',
+  did_reject_next_edit = 'opportune/didRejectNextEdit',
 }
 
 --- Why a suggestion on screen went away without being accepted.
@@ -86,5 +88,26 @@ end
 ---@class opportune.ReportResult
 ---@field text string The report for people (what `opportune report` prints).
 ---@field data table The same numbers for machines (what `opportune report --json` prints).
+
+--- The params of `opportune/nextEdit`: the edits that follow from the one just made (the params of `textDocument/inlineCompletion`).
+---@param text_document table The document the cursor is in.
+---@param position table The cursor.
+---@param context? table? The inline completion context (trigger kind); not used yet.
+---@return table
+function M.next_edit_params(text_document, position, context)
+  return object({ textDocument = text_document, position = position, context = context })
+end
+
+---@class opportune.NextEditResult
+---@field edits table[] Edits: id, textDocument {uri, version}, range, newText, plainText, insertTextFormat, kind, title, command (`opportune.acceptNextEdit` with the edit id).
+---@field reason string Why there are none, for people.
+
+--- The params of `opportune/didRejectNextEdit`: a next edit was dismissed.
+---@param id string The next edit's id.
+---@param reason? opportune.RejectReason Why, as for completions.
+---@return table
+function M.did_reject_next_edit_params(id, reason)
+  return object({ id = id, reason = reason })
+end
 
 return M
