@@ -285,6 +285,7 @@ def start_session(
         install_id=install,
         notify_user=notify_user,
         hash_salt=hash_salt(),
+        root=workspace,
     )
     return Session(engine, store, install, problems, metrics_server, layers)
 
