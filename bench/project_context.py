@@ -97,7 +97,7 @@ async def type_into(engines: list[tuple[str, Engine, str]], text: str, keys: int
     return costs
 
 
-async def run(files: int, keys: int) -> int:
+async def run(files: int, keys: int, keep: Path | None = None) -> int:
     settings, errors = resolve(
         {
             "completion": {
@@ -111,10 +111,15 @@ async def run(files: int, keys: int) -> int:
     )
     assert not errors, errors
     with tempfile.TemporaryDirectory(prefix="opportune-bench-") as tmp:
-        root = Path(tmp) / "ws"
-        started = time.perf_counter()
-        make_workspace(root, files)
-        print(f"workspace: {files} files written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        root = keep or Path(tmp) / "ws"
+        marker = root / f".generated-{files}"
+        if not marker.exists():
+            started = time.perf_counter()
+            make_workspace(root, files)
+            marker.write_text("")
+            print(
+                f"workspace: {files} files written in {time.perf_counter() - started:.1f} s", file=sys.stderr
+            )
         seconds, mb, indexed = index_memory(root, max(files, 1) * 2)
         header = "from pkg0.mod1 import helper_0_1\nfrom pkg0.mod7 import Model7\n\n\ndef total(items):\n"
         plain = Engine(lambda _s: FakeBackend(), Effective(settings))
@@ -123,11 +128,11 @@ async def run(files: int, keys: int) -> int:
         project_uri = (root / "app.py").as_uri()
         plain.open(plain_uri, header, "python", 1)
         project.open(project_uri, header, "python", 1)
-        engines = [("no workspace", plain, plain_uri), (f"{files // 1000}k workspace", project, project_uri)]
+        engines = [("no workspace", plain, plain_uri), (f"{files:,}-file workspace", project, project_uri)]
         try:
             during = await type_into(engines, header, keys // 2)
-            indexing_done = project.project.workspace.ready
-            project.project.workspace.wait_ready(600)
+            indexing_done = project.project.context.workspace.ready
+            project.project.context.workspace.wait_ready(600)
             after = await type_into(engines, header + CODE, keys // 2)
             state = project.workspace.docs[project_uri]
             block = project.project.request(
@@ -170,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--files", type=int, default=50_000)
     parser.add_argument("--keys", type=int, default=300)
+    parser.add_argument("--keep", type=Path, help="generate the workspace here once and reuse it")
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.files, args.keys))
+    return asyncio.run(run(args.files, args.keys, args.keep))
 
 
 if __name__ == "__main__":

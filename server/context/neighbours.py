@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,10 +26,24 @@ _STOP = (
 )
 STOP_WORDS = frozenset(_STOP.split())
 MAX_WINDOWS_PER_FILE = 2000
+SCAN_CHUNK = 16_384  # characters scanned between two pauses (see identifiers)
+YIELD_WINDOWS = 64
 
 
 def identifiers(text: str) -> frozenset[str]:
-    return frozenset(w for w in IDENTIFIER.findall(text) if len(w) > 1 and w not in STOP_WORDS)
+    """The identifiers of ``text``.  A long text is scanned in pieces with a pause between them: this runs
+    on the project thread, and one long regex scan would hold the interpreter lock the event loop needs."""
+    if len(text) <= SCAN_CHUNK:
+        return frozenset(w for w in IDENTIFIER.findall(text) if len(w) > 1 and w not in STOP_WORDS)
+    found: set[str] = set()
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + SCAN_CHUNK)
+        end = len(text) if end == -1 else end
+        found.update(w for w in IDENTIFIER.findall(text, start, end) if len(w) > 1 and w not in STOP_WORDS)
+        start = end
+        time.sleep(0)
+    return frozenset(found)
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -132,7 +147,9 @@ def similar_snippets(
         return []
     scored: list[Snippet] = []
     for uri, text in files:
-        for start, window in windows(text, size, stride):
+        for count, (start, window) in enumerate(windows(text, size, stride)):
+            if count % YIELD_WINDOWS == YIELD_WINDOWS - 1:
+                time.sleep(0)  # the event loop's turn (see identifiers)
             score = jaccard(wanted, identifiers(window))
             if score >= min_score:
                 scored.append(Snippet(uri, start, window, score))
