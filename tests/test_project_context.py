@@ -361,3 +361,44 @@ async def test_opportune_serve_shows_the_imported_definition_from_the_workspace_
 async def test_opportune_serve_with_the_real_model_shows_the_imported_definition(tmp_path: Path) -> None:
     prompt = await _served_prompt(tmp_path, "llama", {"completion": {"deadlineMs": 20000}})
     assert "# shop/money.py\n" in prompt and "def cents(amount: float" in prompt
+
+
+@pytest.mark.e2e
+async def test_with_the_project_part_the_real_tokenizer_reuses_95_percent_of_the_prompt(
+    tmp_path: Path,
+) -> None:
+    """The KV-reuse measure of tests/test_prompt.py on the model's own tokenizer, with a project part in the
+    prompt: typing a line, a new line and a dedent in a file that imports from the workspace."""
+    from opportune.server.backends.llama import LlamaBackend
+    from opportune.server.models import default_model_path
+    from opportune.server.prompt import LineTokenCounter
+
+    root = workspace(tmp_path)
+    backend = LlamaBackend(default_model_path(), n_ctx=1024, threads=1)
+    counter = LineTokenCounter(backend.count_tokens)
+    engine = Engine(lambda _s: FakeBackend(), Effective(settings()), root=root)
+    uri = (root / "shop/cart.py").as_uri()
+    engine.open(uri, CART, "python", 1)
+    doc = Document(uri, CART)
+    shares: list[float] = []
+    previous: list[int] | None = None
+    try:
+        await engine.complete(uri, doc.position_at(len(CART)), invoked=True)  # the project part is ready
+        for i, ch in enumerate(
+            "return sum(cents(p.amount) for p in prices)\n\n\ndef tax(price: Price):\n    return 1"
+        ):
+            end = doc.position_at(len(doc.text))
+            doc.apply(end, end, ch)
+            engine.change(uri, i + 2, [(end, end, ch)])
+            data = prompt_input(engine, uri, len(doc.text))
+            assert data.neighbours and "def cents" in data.neighbours[0][1]
+            tokens = backend.tokenize(build_prompt(data, budget_tokens=512, count_tokens=counter).text)
+            if previous is not None:
+                shares.append(common_prefix(previous, tokens) / min(len(previous), len(tokens)))
+            previous = tokens
+    finally:
+        engine.shutdown()
+        backend.close()
+    mean = sum(shares) / len(shares)
+    print(f"prompt tokens reused per keystroke: mean {mean:.3f}, min {min(shares):.3f}")
+    assert min(shares) >= 0.9 and mean >= 0.95, (min(shares), mean)
