@@ -113,6 +113,8 @@ _NAME_TYPES = _n("identifier field_identifier type_identifier property_identifie
 def extract(language: str, source: str) -> tuple[Definition, ...]:
     """Top-level definitions of ``source`` in file order (methods inside their class's stub)."""
     kinds = _KINDS.get(language)
+    if len(source) > MAX_PARSE_BYTES:
+        return ()
     data = source.encode("utf-8", "surrogatepass")
     if kinds is None or language not in LANGUAGES or len(data) > MAX_PARSE_BYTES or b"\x00" in data:
         return ()

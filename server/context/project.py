@@ -31,7 +31,7 @@ from pathlib import Path
 
 from opportune.server.config import CompletionSettings
 from opportune.server.context import imports as resolver
-from opportune.server.context.definitions import Definition, DefinitionCache, extract
+from opportune.server.context.definitions import MAX_PARSE_BYTES, Definition, DefinitionCache, extract
 from opportune.server.context.neighbours import EditRing, identifiers, similar_snippets
 from opportune.server.context.syntax import language_for
 from opportune.server.context.workspace import Workspace
@@ -45,6 +45,7 @@ RECENT_FILES = 8  # closed documents remembered for similar snippets
 RECENT_FILE_CHARS = 200_000
 NEAR_CURSOR_LINES = 64  # an edited region of the current file this close is in the window anyway
 MAX_BLOCKS = 64  # documents whose last block is kept
+USED_NAMES_CHARS = 400_000
 MIN_PART_TOKENS = 8  # less room than this is not worth a labelled part
 
 
@@ -115,6 +116,7 @@ class _Job:
     open_docs: tuple[tuple[str, str, str], ...]  # (uri, language, text) of the other open documents
     recent_docs: tuple[tuple[str, str, str], ...]
     regions: tuple[tuple[str, int, str], ...]  # (uri, first line, text) from the edit ring, newest last
+    query: str = ""  # the code before the cursor that similar snippets are looked up with
 
 
 @dataclass
@@ -195,6 +197,7 @@ class ProjectContext:
         imports: Sequence[str],
         cursor_line: int,
         options: ProjectOptions,
+        query: str = "",
     ) -> tuple[ProjectBlock, Future[ProjectBlock] | None]:
         """The document's current block, and the computation of a newer one if its inputs changed (the
         caller may wait for it a bounded time; otherwise the newer block is used from a later request on)."""
@@ -236,6 +239,7 @@ class ProjectContext:
             open_docs=tuple((u, lang, read()) for u, (lang, read) in self._open.items() if u != uri),
             recent_docs=tuple((u, lang, t) for u, (lang, t) in self._recent.items() if u != uri),
             regions=tuple((r.uri, r.first_line, r.text) for r in self.ring.regions()),
+            query=query,
         )
         future = self._executor.submit(self._compute, job)
         cached.pending, cached.pending_key = future, key
@@ -281,6 +285,8 @@ class ProjectContext:
             return ()
         if path in open_texts:  # the editor's version wins over the disk's
             lang, text = open_texts[path]
+            if len(text) > MAX_PARSE_BYTES:
+                return ()
             return self.definitions.get(
                 ("doc", path, hash(text), len(text)), lambda: extract(lang or language, text)
             )
@@ -305,7 +311,8 @@ class ProjectContext:
         options = job.options
         here = self.workspace.uri_to_relpath(job.uri)
         open_texts = {self._display(u): (lang, text) for u, lang, text in job.open_docs}
-        used = identifiers(job.text)
+        # The names the file uses: from its head (imports, the code near them); a huge file is not scanned whole.
+        used = identifiers(job.text[:USED_NAMES_CHARS])
         candidates: dict[str, list[Part]] = {s: [] for s in SOURCES}
         shown_paths: set[str] = set()
         if here is not None:
@@ -326,9 +333,21 @@ class ProjectContext:
                         Part("open_files", path, d.text, self.count_tokens(d.text))
                     )
         if options.similar:
-            lines = job.text.split("\n")
-            query = "\n".join(lines[max(0, job.cursor_line - SIMILAR_WINDOW_LINES) : job.cursor_line + 1])
-            pool = [(u, t) for u, _, t in (*job.open_docs, *job.recent_docs) if self._display(u) != here]
+            query = job.query
+            if not query:  # the lines before the cursor line, found without splitting a huge text
+                start = 0
+                for _ in range(max(0, job.cursor_line - SIMILAR_WINDOW_LINES)):
+                    start = job.text.find("\n", start, start + USED_NAMES_CHARS) + 1
+                    if start == 0:
+                        break
+                query = "\n".join(
+                    job.text[start : start + 4 * USED_NAMES_CHARS].split("\n")[: SIMILAR_WINDOW_LINES + 1]
+                )
+            pool = [
+                (u, t[:RECENT_FILE_CHARS])  # a huge open file: its head only
+                for u, _, t in (*job.open_docs, *job.recent_docs)
+                if self._display(u) != here
+            ]
             for s in similar_snippets(
                 query, pool, size=SIMILAR_WINDOW_LINES, stride=SIMILAR_WINDOW_LINES // 2
             ):

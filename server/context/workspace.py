@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -205,7 +207,14 @@ class Workspace:
         try:
             by_name: dict[str, list[str]] = {}
             count = 0
-            for rel in self._walk():
+            try:
+                found = self._walk_in_child()
+            except (OSError, subprocess.SubprocessError) as e:
+                log.info("indexing in this process (%s)", e)
+                found = self._walk()
+            for rel in found:
+                if language_for(None, rel) is None:
+                    continue
                 by_name.setdefault(rel.rsplit("/", 1)[-1], []).append(rel)
                 count += 1
                 if count >= self.max_files:
@@ -217,6 +226,33 @@ class Workspace:
             log.exception("indexing the workspace failed")
         finally:
             self._ready.set()
+
+    def _walk_in_child(self) -> Iterator[str]:
+        """Relative paths of the regular files under the root, listed by a child interpreter: the walk is
+        the interpreter-bound part, and in a child it cannot hold the lock the event loop needs."""
+        assert self.root is not None
+        limit = str(self.max_files * 10)
+        cmd = [sys.executable, "-I", "-S", "-c", _WALKER, str(self.root), limit, *sorted(SKIP_DIRS)]
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        assert proc.stdout is not None
+        rest = b""
+        try:
+            while not self._stop.is_set():
+                chunk = proc.stdout.read1(1 << 16)  # type: ignore[attr-defined]
+                if not chunk:
+                    break
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    yield line.decode("utf-8", "surrogateescape")
+                time.sleep(YIELD_SLEEP_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            proc.stdout.close()
 
     def _walk(self) -> Iterator[str]:
         assert self.root is not None
@@ -241,8 +277,44 @@ class Workspace:
                     if entry.is_dir(follow_symlinks=False):
                         if name not in SKIP_DIRS and not name.startswith("."):
                             subdirs.append(child)
-                    elif entry.is_file(follow_symlinks=False) and language_for(None, name) is not None:
+                    elif entry.is_file(follow_symlinks=False):
                         yield child
                 except OSError:
                     continue
             pending.extend(reversed(subdirs))
+
+
+# The walk a child interpreter runs (``-I -S``: nothing of the user's environment or site packages): regular
+# files under argv[1], directory symlinks not followed, skipped folders and hidden ones left out, at most
+# argv[2] paths, one per line, sorted per folder.
+_WALKER = """
+import os, sys
+root, limit, skip = sys.argv[1], int(sys.argv[2]), set(sys.argv[3:])
+out, pending, count = sys.stdout.buffer, [""], 0
+while pending and count < limit:
+    rel = pending.pop()
+    try:
+        with os.scandir(os.path.join(root, rel)) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        continue
+    subdirs = []
+    for entry in entries:
+        name = entry.name
+        if "\\n" in name:
+            continue
+        child = rel + "/" + name if rel else name
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if name not in skip and not name.startswith("."):
+                    subdirs.append(child)
+            elif entry.is_file(follow_symlinks=False):
+                out.write(child.encode("utf-8", "surrogateescape") + b"\\n")
+                count += 1
+                if count >= limit:
+                    break
+        except OSError:
+            continue
+    pending.extend(reversed(subdirs))
+out.flush()
+"""
