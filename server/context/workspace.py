@@ -24,7 +24,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from opportune.server.context.syntax import language_for
+from opportune.server.context.syntax import _EXTENSIONS, language_for
+
+# File name endings of the languages tree-sitter knows here (the syntax module's table).
+SOURCE_EXTENSIONS = frozenset(_EXTENSIONS)
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,7 @@ SKIP_DIRS = frozenset(
 )
 BINARY_SNIFF_BYTES = 8192
 # The indexer sleeps this long every this many entries: a bare sleep(0) hands the interpreter lock over only
-# if the loop's thread is ready at that instant, while a short real sleep leaves it a window (measured in
-# bench/project_context.py: keystrokes during indexing cost the same as without it).
+# if the loop's thread is ready at that instant, while a short real sleep leaves it a window.
 YIELD_EVERY = 32
 YIELD_SLEEP_S = 0.0002
 
@@ -213,8 +215,6 @@ class Workspace:
                 log.info("indexing in this process (%s)", e)
                 found = self._walk()
             for rel in found:
-                if language_for(None, rel) is None:
-                    continue
                 by_name.setdefault(rel.rsplit("/", 1)[-1], []).append(rel)
                 count += 1
                 if count >= self.max_files:
@@ -231,8 +231,9 @@ class Workspace:
         """Relative paths of the regular files under the root, listed by a child interpreter: the walk is
         the interpreter-bound part, and in a child it cannot hold the lock the event loop needs."""
         assert self.root is not None
-        limit = str(self.max_files * 10)
-        cmd = [sys.executable, "-I", "-S", "-c", _WALKER, str(self.root), limit, *sorted(SKIP_DIRS)]
+        skip = ",".join(sorted(SKIP_DIRS))
+        suffixes = ",".join(sorted(SOURCE_EXTENSIONS))
+        cmd = [sys.executable, "-I", "-S", "-c", _WALKER, str(self.root), str(self.max_files), skip, suffixes]
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
@@ -245,9 +246,10 @@ class Workspace:
                     break
                 lines = (rest + chunk).split(b"\n")
                 rest = lines.pop()
-                for line in lines:
+                for count, line in enumerate(lines):
+                    if count % (YIELD_EVERY * 8) == 0:
+                        time.sleep(YIELD_SLEEP_S)  # let the event loop's thread run
                     yield line.decode("utf-8", "surrogateescape")
-                time.sleep(YIELD_SLEEP_S)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -277,19 +279,25 @@ class Workspace:
                     if entry.is_dir(follow_symlinks=False):
                         if name not in SKIP_DIRS and not name.startswith("."):
                             subdirs.append(child)
-                    elif entry.is_file(follow_symlinks=False):
+                    elif entry.is_file(follow_symlinks=False) and language_for(None, name) is not None:
                         yield child
                 except OSError:
                     continue
             pending.extend(reversed(subdirs))
 
 
-# The walk a child interpreter runs (``-I -S``: nothing of the user's environment or site packages): regular
-# files under argv[1], directory symlinks not followed, skipped folders and hidden ones left out, at most
-# argv[2] paths, one per line, sorted per folder.
+# The walk a child interpreter runs (``-I -S``: nothing of the user's environment or site packages), at a
+# lower priority than the server: regular source files (names ending with one of argv[4]) under argv[1],
+# directory symlinks not followed, folders of argv[3] and hidden ones left out, at most argv[2] paths, one
+# per line, sorted per folder.
 _WALKER = """
 import os, sys
-root, limit, skip = sys.argv[1], int(sys.argv[2]), set(sys.argv[3:])
+try:
+    os.nice(10)  # the editor's keystrokes come first
+except OSError:
+    pass
+root, limit = sys.argv[1], int(sys.argv[2])
+skip, suffixes = set(sys.argv[3].split(",")), tuple(sys.argv[4].split(","))
 out, pending, count = sys.stdout.buffer, [""], 0
 while pending and count < limit:
     rel = pending.pop()
@@ -308,7 +316,7 @@ while pending and count < limit:
             if entry.is_dir(follow_symlinks=False):
                 if name not in skip and not name.startswith("."):
                     subdirs.append(child)
-            elif entry.is_file(follow_symlinks=False):
+            elif name.lower().endswith(suffixes) and entry.is_file(follow_symlinks=False):
                 out.write(child.encode("utf-8", "surrogateescape") + b"\\n")
                 count += 1
                 if count >= limit:
