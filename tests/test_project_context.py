@@ -136,6 +136,27 @@ def test_the_block_does_not_change_while_the_user_types_in_one_place(tmp_path: P
         ctx.close()
 
 
+def test_a_save_makes_the_block_read_changed_workspace_files_again(tmp_path: Path) -> None:
+    root = workspace(tmp_path)
+    ctx = ProjectContext(root)
+    uri = (root / "shop/cart.py").as_uri()
+    options = ProjectOptions(600)
+    imports = SyntaxTree("python", CART.encode()).context_at(len(CART)).imports
+    try:
+        first = block_for(ctx, uri, CART, "python", options)
+        (root / "shop/money.py").write_text(MONEY + "\n\ndef refund(amount: float) -> int: ...\n")
+        block, pending = ctx.request(uri, "python", CART, imports, CART.count("\n"), options)
+        assert pending is None and block == first  # nothing told it yet: no disk read per keystroke
+        ctx.saved((root / "shop/money.py").as_uri())
+        block, pending = ctx.request(uri, "python", CART, imports, CART.count("\n"), options)
+        assert (
+            pending is not None
+            and "def refund(amount: float)" in pending.result(timeout=10).neighbours()[0][1]
+        )
+    finally:
+        ctx.close()
+
+
 def test_open_files_similar_snippets_and_recent_edits_are_labelled_and_deduplicated(tmp_path: Path) -> None:
     root = workspace(tmp_path)
     report = (
