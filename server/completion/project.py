@@ -18,7 +18,12 @@ from pathlib import Path
 
 from opportune.server.completion.workspace import DocState
 from opportune.server.config import CompletionSettings
-from opportune.server.context.project import ProjectBlock, ProjectContext, options_from
+from opportune.server.context.project import (
+    SIMILAR_WINDOW_LINES,
+    ProjectBlock,
+    ProjectContext,
+    options_from,
+)
 from opportune.server.context.syntax import SyntaxContext
 from opportune.server.documents import TextEdit
 
@@ -26,6 +31,7 @@ from opportune.server.documents import TextEdit
 # deadline.
 PROJECT_WAIT_S = 5.0
 Neighbours = tuple[tuple[str, str], ...]
+QUERY_CHARS = 4000  # of the code before the cursor, for similar snippets (a minified line is not all read)
 
 
 class ProjectLink:
@@ -75,8 +81,11 @@ class ProjectLink:
         self, state: DocState, cursor: int, imports: Sequence[str], settings: CompletionSettings
     ) -> tuple[ProjectBlock, Future[ProjectBlock] | None]:
         doc = state.doc
+        line = doc.line_of(cursor)
+        start = doc.line_start(max(0, line - SIMILAR_WINDOW_LINES))
+        query = doc.text[max(start, cursor - QUERY_CHARS) : cursor]
         return self.context.request(
-            doc.uri, state.language, doc.text, imports, doc.line_of(cursor), options_from(settings)
+            doc.uri, state.language, doc.text, imports, line, options_from(settings), query
         )
 
     def current(
