@@ -329,6 +329,22 @@ async def test_opening_a_file_warms_the_model_with_its_project_part_before_the_f
         engine.shutdown()
 
 
+async def test_a_file_with_no_project_context_is_still_warmed_when_opened() -> None:
+    import asyncio
+
+    backend = FakeBackend()
+    engine = Engine(lambda _s: backend, Effective(settings(prewarm=True)))
+    engine.open("file:///nowhere/alone.py", "def f(x):\n    return x\n", "python", 1)
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if backend.prewarms:
+                break
+        assert backend.prewarms >= 1
+    finally:
+        engine.shutdown()
+
+
 def test_prompt_renders_each_part_under_its_path_as_a_comment_of_the_language() -> None:
     data = PromptInput(
         "package main\n\nfunc main() {\n\t",

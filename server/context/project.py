@@ -141,8 +141,9 @@ class ProjectContext:
         index: bool = True,
         on_ready: Callable[[str], None] | None = None,
     ) -> None:
-        """``on_ready(uri)`` is called (on the computing thread) when a document's block changed: the
-        engine warms the model with the new prompt then, rather than on the next keystroke."""
+        """``on_ready(uri)`` is called (on the computing thread) when a document's first block is ready or its
+        block changed: the engine warms the model with the new prompt then, rather than on the next
+        keystroke."""
         self.workspace = Workspace(root, max_files=max_files, max_file_bytes=max_file_bytes)
         self._index = index
         self.count_tokens = count_tokens
@@ -248,10 +249,12 @@ class ProjectContext:
             if done.cancelled() or done.exception() is not None:
                 return
             if entry.pending_key == k:
-                changed = entry.block != done.result()
+                # The first block of a document is news even when empty: its opening waits for it to warm
+                # the model.
+                news = entry.block != done.result() or entry.key == ()
                 entry.key, entry.block = k, done.result()
                 entry.pending, entry.pending_key = None, None
-                if changed and self._on_ready is not None:
+                if news and self._on_ready is not None:
                     self._on_ready(uri)
 
         future.add_done_callback(publish)
