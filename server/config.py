@@ -61,13 +61,16 @@ class CompletionSettings:
     project_open_files: bool = True
     """An outline of the other open documents."""
     project_open_files_share: float = 0.15
+    """Share of the project part first offered to the outline of other open files."""
     project_similar: bool = True
     """The windows of open and recently closed files most like the code before the cursor (Jaccard over
     identifier sets)."""
     project_similar_share: float = 0.2
+    """Share of the project part first offered to similar snippets."""
     project_recent_edits: bool = True
     """The lines around the places the user edited last (away from the cursor)."""
     project_recent_edits_share: float = 0.15
+    """Share of the project part first offered to recently edited regions."""
     project_max_files: int = 100_000
     """Most files of the workspace indexed (on a thread of its own) to resolve imports by path."""
     project_max_file_bytes: int = 1_000_000
