@@ -289,7 +289,7 @@ async def test_consecutive_keystrokes_keep_95_percent_of_the_prompt_with_the_pro
             data = prompt_input(engine, uri, cursor)
             assert data.neighbours and "def cents" in data.neighbours[0][1]
             p = build_prompt(data, budget_tokens=512, count_tokens=lambda t: len(fake_tokens(t)))
-            tokens = fake_tokens(p.text)
+            tokens = fake_tokens(p.prefix)
             if previous is not None:
                 assert common_prefix(previous, tokens) >= 0.95 * min(len(previous), len(tokens)), repr(ch)
             previous = tokens
@@ -322,7 +322,7 @@ async def test_opening_a_file_warms_the_model_with_its_project_part_before_the_f
         await engine.complete(uri, doc.position_at(len(doc.text)))
         data = prompt_input(engine, uri, len(doc.text))
         prompt = fake_tokens(
-            build_prompt(data, budget_tokens=512, count_tokens=lambda t: len(fake_tokens(t))).text
+            build_prompt(data, budget_tokens=512, count_tokens=lambda t: len(fake_tokens(t))).prefix
         )
         assert common_prefix(warmed, prompt) >= 0.9 * len(warmed)
     finally:
@@ -354,7 +354,7 @@ def test_prompt_renders_each_part_under_its_path_as_a_comment_of_the_language() 
         neighbours=(("inv/inv.go", "type Inventory struct{}"),),
     )
     p = build_prompt(data, budget_tokens=200, count_tokens=lambda t: len(fake_tokens(t)))
-    assert "// inv/inv.go\ntype Inventory struct{}\n" in p.text
+    assert "// inv/inv.go\ntype Inventory struct{}\n" in p.prefix
     assert Position(0, 0) == Position(0, 0)
 
 
@@ -429,7 +429,7 @@ async def test_with_the_project_part_the_real_tokenizer_reuses_95_percent_of_the
             engine.change(uri, i + 2, [(end, end, ch)])
             data = prompt_input(engine, uri, len(doc.text))
             assert data.neighbours and "def cents" in data.neighbours[0][1]
-            tokens = backend.tokenize(build_prompt(data, budget_tokens=512, count_tokens=counter).text)
+            tokens = backend.tokenize(build_prompt(data, budget_tokens=512, count_tokens=counter).prefix)
             if previous is not None:
                 shares.append(common_prefix(previous, tokens) / min(len(previous), len(tokens)))
             previous = tokens
