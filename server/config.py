@@ -47,6 +47,34 @@ class CompletionSettings:
     window_step_lines: int = 16
     """The code window before the cursor starts on a multiple of this many lines, so its start stays put while
     the user types and the evaluated prompt can be reused from the KV cache."""
+    project_context: bool = True
+    """Show the model what the rest of the workspace says about the code at the cursor (the prompt's
+    ``project`` part, before the file's own context): definitions imported from workspace files, other open
+    files, snippets similar to the cursor's code, recently edited regions.  Only with the syntax strategy."""
+    project_share: float = 0.3
+    """Share of ``context_tokens`` the project part may take (the window before the cursor keeps the rest)."""
+    project_imports: bool = True
+    """Signatures, fields and first docstring lines of the names the file imports from the workspace."""
+    project_imports_share: float = 0.5
+    """Share of the project part first offered to imported definitions (what a source leaves goes to the
+    next, in the order imports, open files, similar snippets, recent edits)."""
+    project_open_files: bool = True
+    """An outline of the other open documents."""
+    project_open_files_share: float = 0.15
+    """Share of the project part first offered to the outline of other open files."""
+    project_similar: bool = True
+    """The windows of open and recently closed files most like the code before the cursor (Jaccard over
+    identifier sets)."""
+    project_similar_share: float = 0.2
+    """Share of the project part first offered to similar snippets."""
+    project_recent_edits: bool = True
+    """The lines around the places the user edited last (away from the cursor)."""
+    project_recent_edits_share: float = 0.15
+    """Share of the project part first offered to recently edited regions."""
+    project_max_files: int = 100_000
+    """Most files of the workspace indexed (on a thread of its own) to resolve imports by path."""
+    project_max_file_bytes: int = 1_000_000
+    """Workspace files larger than this are never read."""
     temperature: float = 0.0
     """Sampling temperature; 0 always picks the most likely token (the same suggestion for the same context)."""
     min_confidence: float = 0.3
@@ -373,6 +401,13 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("completion", "window_step_lines"): (1, 1_000),
     ("completion", "temperature"): (0.0, 2.0),
     ("completion", "min_confidence"): (0.0, 1.0),
+    ("completion", "project_share"): (0.0, 0.8),
+    ("completion", "project_imports_share"): (0.0, 1.0),
+    ("completion", "project_open_files_share"): (0.0, 1.0),
+    ("completion", "project_similar_share"): (0.0, 1.0),
+    ("completion", "project_recent_edits_share"): (0.0, 1.0),
+    ("completion", "project_max_files"): (0, 10_000_000),
+    ("completion", "project_max_file_bytes"): (1_000, 100_000_000),
     ("next_edit", "max_edits"): (1, 500),
     ("next_edit", "history_hunks"): (1, 16),
     ("next_edit", "workspace_max_files"): (0, 100_000),

@@ -440,6 +440,11 @@ def build_server(
         if ls.engine:
             ls.engine.close(params.text_document.uri)
 
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: OpportuneServer, params: types.DidSaveTextDocumentParams) -> None:
+        if ls.engine:
+            ls.engine.saved(params.text_document.uri)
+
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(
         ls: OpportuneServer, params: types.InlineCompletionParams

@@ -31,6 +31,7 @@ async def lsp_session(
     backend: str = "llama",
     options: dict[str, Any] | None = None,
     extra: tuple[str, ...] = (),
+    root: Path | None = None,
 ) -> AsyncIterator[LanguageClient]:
     client = make_test_lsp_client()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -39,6 +40,7 @@ async def lsp_session(
     await client.initialize_session(
         types.InitializeParams(
             capabilities=caps,
+            root_uri=root.as_uri() if root is not None else None,
             initialization_options={"telemetry": {"flushIntervalS": 0.2}, **(options or {})},
             client_info=types.ClientInfo(name="pytest-lsp"),
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 from opportune.server.backends.base import Backend
 from opportune.server.completion.effective import Effective
 from opportune.server.completion.funnel import FunnelRecorder, Recorder, RequestTrace
+from opportune.server.completion.project import Neighbours, ProjectLink
 from opportune.server.completion.tracker import TYPING_KINDS, Suggestion, SuggestionTracker
 from opportune.server.completion.worker import Job, Live, ModelWorker, offer, silence_reason, wait_for_text
 from opportune.server.completion.workspace import LINE_CHARS, Change, DocState, PendingOpportunity, Workspace
@@ -44,6 +45,7 @@ class Engine:
     ) -> None:
         self.config = config
         self.workspace = Workspace(hash_salt)
+        self.project = ProjectLink(workspace_root, config.settings.completion, self._project_changed)
         self.worker = ModelWorker(backend_factory, notify_user)
         session = session_id or ev.new_id()
         worker = self.worker
@@ -97,11 +99,14 @@ class Engine:
     def open(self, uri: str, text: str, language_id: str = "", version: int = 0) -> None:
         state = self.workspace.open(uri, text, language_id, version)
         self.funnel.edit(state.language, state.hash, "open", len(text), 0)
-        if self.settings.completion.prewarm and self.settings.completion.enabled:
+        # With a project part on its way, the model is warmed when it is ready (_project_changed).
+        pending = self.project.opened(state, self.settings.completion)
+        if self.settings.completion.prewarm and self.settings.completion.enabled and not pending:
             self._prewarm(state, len(text))
 
     def close(self, uri: str) -> None:
         self.tracker.document_closed(uri, self.workspace.close(uri))
+        self.project.closed(uri)
         self.worker.cancel_for(uri)
 
     def change(self, uri: str, version: int, changes: list[Change]) -> None:
@@ -110,6 +115,7 @@ class Engine:
             log.warning("change for a document that is not open: %s", uri)
             return
         edits = self.workspace.apply(state, version, changes)
+        self.project.edited(state, edits)
         kind = self.tracker.classify(state, edits)
         if kind in TYPING_KINDS:
             state.keystrokes.append(time.monotonic())
@@ -229,25 +235,43 @@ class Engine:
             self.funnel.skip(state.language, opp.opportunity_id, "debounced")
             return None
         self.funnel.attempt(trace, opp.opportunity_id, "model")
-        live = trace.live = self._start(state, cursor, syntax, shape, text_now, settings)
+        neighbours = await self.project.awaited(state, cursor, syntax, c) if invoked else None
+        live = trace.live = self._start(state, cursor, syntax, shape, text_now, settings, neighbours)
         text = await self._wait(live, state, trace, text_now, cursor, c)
         if live.error:
             return self._lose(state, trace, "error")
         return self._answer(state, trace, cursor, text)
 
     def _job(
-        self, state: DocState, cursor: int, syntax: SyntaxContext | None, live: Live, settings: Settings
+        self,
+        state: DocState,
+        cursor: int,
+        syntax: SyntaxContext | None,
+        live: Live,
+        settings: Settings,
+        neighbours: Neighbours | None = None,
     ) -> Job:
-        """The frozen job of a generation into ``live``: the request's settings, the prompt's input."""
-        data = self.workspace.prompt_input(state, cursor, syntax, settings.completion)
+        """The frozen job of a generation into ``live``: the request's settings, the prompt's input (with
+        the project part there is unless the request waited for a newer one)."""
+        c = settings.completion
+        if neighbours is None:
+            neighbours = self.project.current(state, cursor, syntax, c)
+        data = self.workspace.prompt_input(state, cursor, syntax, c, neighbours)
         return Job(settings, data, live.shape)
 
     def _start(
-        self, state: DocState, cursor: int, syntax: SyntaxContext | None, shape: Shape, text: str, s: Settings
+        self,
+        state: DocState,
+        cursor: int,
+        syntax: SyntaxContext | None,
+        shape: Shape,
+        text: str,
+        s: Settings,
+        neighbours: Neighbours | None = None,
     ) -> Live:
         """Start a generation at ``cursor`` with settings ``s``."""
         live = Live.at_cursor(state.doc.uri, text, cursor, shape)
-        self.worker.start(live, self._job(state, cursor, syntax, live, s))
+        self.worker.start(live, self._job(state, cursor, syntax, live, s, neighbours))
         return live
 
     async def _wait(
@@ -304,8 +328,21 @@ class Engine:
             syntax = self.workspace.syntax(state, cursor)
             self.worker.prewarm(placeholder, self._job(state, cursor, syntax, placeholder, self.settings))
 
+    def _project_changed(self, uri: str) -> None:
+        """A document's project part changed: warm the model with the new prompt where the user is."""
+        state = self.workspace.get(uri)
+        c = self.settings.completion
+        if state is not None and c.prewarm and c.enabled:
+            opp = state.opportunity
+            self._prewarm(state, opp.cursor if opp is not None else len(state.doc.text))
+
+    def saved(self, uri: str) -> None:
+        """A document was saved: the project part reads workspace files again where they changed."""
+        self.project.saved(uri)
+
     def shutdown(self) -> None:
         self.next_edits.close()
+        self.project.close()
         self.worker.cancel_live()
         for state in list(self.workspace.docs.values()):
             if state.active:

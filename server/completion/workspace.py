@@ -234,9 +234,15 @@ class Workspace:
         return Shape(multiline, c.max_lines, line_prefix, line_suffix, following)
 
     def prompt_input(
-        self, state: DocState, cursor: int, syntax: SyntaxContext | None, c: CompletionSettings
+        self,
+        state: DocState,
+        cursor: int,
+        syntax: SyntaxContext | None,
+        c: CompletionSettings,
+        neighbours: tuple[tuple[str, str], ...] = (),
     ) -> PromptInput:
-        """The prompt's input at ``cursor``, to be used on the model worker."""
+        """The prompt's input at ``cursor``, to be used on the model worker; ``neighbours`` is the project
+        part."""
         doc = state.doc
         tree = state.tree
         text = doc.text
@@ -266,6 +272,7 @@ class Workspace:
             language=state.language,
             syntax=syntax,
             context_at_line=context_at_line,
+            neighbours=neighbours,
         )
 
     @staticmethod

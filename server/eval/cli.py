@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 QUICK_TASKS = 12
 QUICK_TYPED_CHARS = 150
 QUICK_SPANS = 3
+QUICK_CROSS_FILE = 6
+DEFAULT_CROSS_FILE = 40
 DEFAULT_TASKS = 100
 DEFAULT_TYPED_CHARS = 1000
 DEFAULT_SPANS = 10
@@ -65,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tasks", type=int, help=f"quality tasks (default {DEFAULT_TASKS}; --quick {QUICK_TASKS})"
+    )
+    parser.add_argument(
+        "--cross-file",
+        type=int,
+        metavar="N",
+        help="tasks whose truth uses a name defined in another file of the project, with the files an editor "
+        f"would have open (default {DEFAULT_CROSS_FILE}; --quick {QUICK_CROSS_FILE}; 0: none)",
     )
     parser.add_argument(
         "--typing-chars",
@@ -202,6 +211,15 @@ async def _run(args: argparse.Namespace) -> int:
     if real_tasks:
         corpus = [*corpus, f"real use: {args.tasks_from} ({len(real_tasks)} tasks, the code kept as truth)"]
     tasks = real_tasks + sample_tasks(files, n_tasks, args.seed)
+    n_cross = (
+        args.cross_file
+        if args.cross_file is not None
+        else (QUICK_CROSS_FILE if args.quick else DEFAULT_CROSS_FILE)
+    )
+    if n_cross > 0 and files:
+        from opportune.server.eval.crossfile import sample_cross_file_tasks
+
+        tasks += sample_cross_file_tasks(files, n_cross, args.seed)
     spans = sample_spans(files, typed, n_spans, args.seed) if typed > 0 and files else []
     if real_tasks and not files and typed > 0:
         from opportune.server.eval.real_use import spans_from_tasks
@@ -254,8 +272,8 @@ async def _run(args: argparse.Namespace) -> int:
         notes=[
             f"Quality: one invoked request per task with a deadline of {QUALITY_DEADLINE_MS / 1000:g} s, so it "
             "measures what the model and the prompt can do; speed is measured by the typing.",
-            "Context: the engine shows the model only the current file; other files of the project are not in "
-            "the prompt, so cross-file context is not measured.",
+            "Context: each task's project folder is the workspace; cross-file tasks open the imported files and "
+            "two files of the project viewed before (opened and closed) first, as an editor would have them.",
             (
                 "Typing: real time on the real model (server.eval.typing.replay), events recorded by the engine "
                 "and read back with telemetry.cpo, the code of the online report."

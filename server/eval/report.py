@@ -38,7 +38,7 @@ from opportune.server.eval.stats import (
     paired_ratio_difference,
     ratio_interval,
 )
-from opportune.server.eval.tasks import KINDS
+from opportune.server.eval.tasks import ALL_KINDS as KINDS
 from opportune.telemetry.cpo import CPO_RATIO, FACTORS, Funnel
 from opportune.telemetry.numbers import percentile
 
@@ -83,8 +83,42 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
 
-def metric_values(result: ConfigResult, metric: str, kind: str | None = None) -> list[float]:
-    return [getattr(t.scores, metric) for t in result.tasks if kind is None or t.kind == kind]
+def metric_values(
+    result: ConfigResult, metric: str, kind: str | None = None, language: str | None = None
+) -> list[float]:
+    return [
+        getattr(t.scores, metric)
+        for t in result.tasks
+        if (kind is None or t.kind == kind) and (language is None or t.language == language)
+    ]
+
+
+def cross_file_section(results: Sequence[ConfigResult], seed: int) -> list[str]:
+    """Cross-file tasks per language (and all), each configuration against the first, paired."""
+    base, others = results[0], results[1:]
+    languages = sorted({t.language for t in base.tasks if t.kind == "cross_file"})
+    if not languages:
+        return []
+    n_all = sum(1 for t in base.tasks if t.kind == "cross_file")
+    out = [
+        "",
+        f"### Cross-file tasks ({n_all}: the truth uses a name defined in another file of the project)",
+        "",
+    ]
+    header = ["language", "n", "metric", *[r.config.name for r in results]]
+    header += [f"{r.config.name} − {base.config.name} [95% CI]" for r in others]
+    rows = []
+    for language in [*languages, None]:
+        n = len(metric_values(base, "exact_match", "cross_file", language))
+        for metric in ("exact_match", "edit_similarity"):
+            row = [language or "**all**", str(n), metric.replace("_", " ")]
+            row += [_fmt(_mean(metric_values(r, metric, "cross_file", language))) for r in results]
+            for r in others:
+                a = metric_values(base, metric, "cross_file", language)
+                b = metric_values(r, metric, "cross_file", language)
+                row.append(format_interval(paired_mean_difference(a, b, seed=seed)) if n >= 2 else "n/a")
+            rows.append(row)
+    return out + _table(header, rows)
 
 
 def quality_differences(base: ConfigResult, other: ConfigResult, seed: int) -> dict[str, Interval]:
@@ -266,6 +300,7 @@ def render_markdown(results: Sequence[ConfigResult], info: RunInfo) -> str:
                 row.append(f"{_fmt(es, 2)} / {_fmt(em, 2)}")
             rows.append(row)
         out += _table(["kind", "n", *names], rows)
+        out += cross_file_section(results, info.seed)
 
     out += _tests_section(results, info)
 

@@ -17,8 +17,9 @@ user's session does:
    and the prompt can do, not how fast.  Pre-warming is off in this phase (it would only cost time).  These
    invoked requests are not recorded: they are not opportunities anyone had.
 
-The engine currently shows the model only the current file: other files of the same project are not in the
-prompt (``PromptInput.neighbours`` is never filled), so cross-file context is not measured yet.
+Each quality task's project folder is the engine's workspace root, so the project context (imports resolved
+to the project's files) plays as in an editor opened on that project; a cross-file task
+(``opportune.server.eval.crossfile``) also opens the files an editor would have open before asking.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ from opportune.server.backends.base import Backend, BackendError
 from opportune.server.completion import Engine
 from opportune.server.config import Settings, as_dict, load_toml, resolve
 from opportune.server.documents import Document
+from opportune.server.eval.crossfile import project_root
 from opportune.server.eval.execution import TaskTests
 from opportune.server.eval.metrics import Scores, score
-from opportune.server.eval.tasks import Span, Task
+from opportune.server.eval.tasks import Span, Task, file_uri
 from opportune.server.eval.typing import ReplayStats, TypingModel, replay
 from opportune.server.session import effective, start_session
 from opportune.telemetry import events as ev
@@ -86,7 +88,8 @@ def preset_layer(name: str) -> dict[str, Any]:
     """Settings of a ``builtin:`` preset: ``+``-joined words such as ``prefix+ctx256``.
 
     Words: ``default``, ``prefix``/``syntax`` (prompt strategy), ``ctxN`` (context tokens), ``deadlineN``,
-    ``debounceN``, ``maxtokensN``, ``multiline-auto|always|never``, ``adaptive-debounce``, ``no-cache``.
+    ``debounceN``, ``maxtokensN``, ``multiline-auto|always|never``, ``adaptive-debounce``, ``no-cache``,
+    ``project``/``no-project`` (project-wide context on or off).
     """
     completion: dict[str, Any] = {}
     for word in filter(None, name.split("+")):
@@ -100,6 +103,8 @@ def preset_layer(name: str) -> dict[str, Any]:
             completion["adaptive_debounce"] = True
         elif word == "no-cache":
             completion["typeahead_cache"] = False
+        elif word in ("project", "no-project"):
+            completion["project_context"] = word == "project"
         else:
             for stem, key in (
                 ("ctx", "context_tokens"),
@@ -216,6 +221,17 @@ async def run_quality(
     for task in tasks:
         uri = task.uri()
         document = task.document
+        root = project_root(task.file)
+        if root is not None:
+            engine.project.set_root(root)
+        # What an editor would have open: files viewed shortly before (closed again), the imported ones.
+        for viewed in task.recent_files:
+            engine.open(file_uri(viewed), viewed.text, viewed.language, 1)
+            engine.close(file_uri(viewed))
+        opened = [file_uri(f) for f in task.open_files if file_uri(f) != uri]
+        for f in task.open_files:
+            if file_uri(f) != uri:
+                engine.open(file_uri(f), f.text, f.language, 1)
         engine.open(uri, document, task.language, 1)
         position = Document(uri, document).position_at(task.cursor)
         started = time.perf_counter()
@@ -223,6 +239,8 @@ async def run_quality(
             suggestion = await engine.complete(uri, position, invoked=True)
         finally:
             engine.close(uri)
+            for other in opened:
+                engine.close(other)
         latency = suggestion.latency_ms if suggestion else (time.perf_counter() - started) * 1000
         prediction = suggestion.text if suggestion else ""
         results.append(

@@ -25,6 +25,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal, get_args
 
 import tree_sitter
@@ -34,8 +35,14 @@ from opportune.server.eval.corpus import SourceFile
 
 # real_use: a suggestion accepted in real use, the code kept after it the truth (server.eval.real_use); never
 # sampled from a corpus.
-TaskKind = Literal["rest_of_line", "next_line", "block_body", "argument_list", "expression_span", "real_use"]
-KINDS: tuple[TaskKind, ...] = tuple(k for k in get_args(TaskKind) if k != "real_use")  # sampled from code
+# cross_file: the truth uses a name defined in another file of the project (server.eval.crossfile), sampled
+# with the file's project.
+TaskKind = Literal[
+    "rest_of_line", "next_line", "block_body", "argument_list", "expression_span", "real_use", "cross_file"
+]
+# Sampled from one file's code.
+KINDS: tuple[TaskKind, ...] = tuple(k for k in get_args(TaskKind) if k not in ("real_use", "cross_file"))
+ALL_KINDS: tuple[TaskKind, ...] = get_args(TaskKind)
 
 MAX_BLOCK_LINES = 8  # the engine's default completion.max_lines: a longer body cannot be matched whole
 MAX_TRUTH_CHARS = 600
@@ -67,6 +74,10 @@ class Task:
     file: SourceFile = field(repr=False, compare=False)
     cursor: int  # str offset in the file
     end: int  # the held-out text is file.text[cursor:end]
+    # What an editor would have open when asking (cross-file tasks): the imported files, kept open, and
+    # files viewed shortly before, opened and closed again.
+    open_files: tuple[SourceFile, ...] = field(default=(), repr=False, compare=False)
+    recent_files: tuple[SourceFile, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def truth(self) -> str:
@@ -82,7 +93,15 @@ class Task:
         return self.file.language
 
     def uri(self) -> str:
-        return f"file:///opportune-eval/{self.file.project}/{self.file.relpath}"
+        return file_uri(self.file)
+
+
+def file_uri(file: SourceFile) -> str:
+    """The file's real location when known (so the server's project context finds its workspace), else a
+    name under a folder that does not exist."""
+    if file.path is not None:
+        return Path(file.path).resolve().as_uri()
+    return f"file:///opportune-eval/{file.project}/{file.relpath}"
 
 
 @dataclass(frozen=True)
