@@ -16,15 +16,15 @@ from pathlib import Path
 from opportune.server.backends.base import Backend
 from opportune.server.completion.effective import Effective
 from opportune.server.completion.funnel import FunnelRecorder, Recorder, RequestTrace
-from opportune.server.completion.project import Neighbours, ProjectLink
+from opportune.server.completion.project import ProjectLink
+from opportune.server.completion.starts import Starts
 from opportune.server.completion.tracker import TYPING_KINDS, Suggestion, SuggestionTracker
-from opportune.server.completion.worker import Job, Live, ModelWorker, offer, silence_reason, wait_for_text
+from opportune.server.completion.worker import Live, ModelWorker, offer, silence_reason, wait_for_text
 from opportune.server.completion.workspace import LINE_CHARS, Change, DocState, PendingOpportunity, Workspace
 from opportune.server.config import CompletionSettings, Settings
-from opportune.server.context.syntax import SyntaxContext
 from opportune.server.documents import Position
 from opportune.server.nextedit.service import NextEdits
-from opportune.server.postprocess import Shape, should_trigger
+from opportune.server.postprocess import should_trigger
 from opportune.telemetry import events as ev
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,11 @@ class Engine:
     ) -> None:
         self.config = config
         self.workspace = Workspace(hash_salt)
-        self.project = ProjectLink(workspace_root, config.settings.completion, self._project_changed)
+        self.project = ProjectLink(
+            workspace_root, config.settings.completion, lambda uri: self.starts.project_changed(uri)
+        )
         self.worker = ModelWorker(backend_factory, notify_user)
+        self.starts = Starts(self.workspace, self.worker, self.project, lambda: self.settings)
         session = session_id or ev.new_id()
         worker = self.worker
         self.funnel = FunnelRecorder(
@@ -99,10 +102,10 @@ class Engine:
     def open(self, uri: str, text: str, language_id: str = "", version: int = 0) -> None:
         state = self.workspace.open(uri, text, language_id, version)
         self.funnel.edit(state.language, state.hash, "open", len(text), 0)
-        # With a project part on its way, the model is warmed when it is ready (_project_changed).
+        # With a project part on its way, the model is warmed when it is ready (Starts.project_changed).
         pending = self.project.opened(state, self.settings.completion)
         if self.settings.completion.prewarm and self.settings.completion.enabled and not pending:
-            self._prewarm(state, len(text))
+            self.starts.prewarm(state, len(text))
 
     def close(self, uri: str) -> None:
         self.tracker.document_closed(uri, self.workspace.close(uri))
@@ -129,7 +132,7 @@ class Engine:
             self.funnel.edit(state.language, state.hash, kind, inserted, removed)
         self.worker.follow(uri, state.doc.text, edits[-1].new_end)
         if kind == "accept" and self.settings.completion.enabled:
-            self._speculate(state, edits[-1].new_end)
+            self.starts.speculate(state, edits[-1].new_end)
 
     # ---- the client's reports -----------------------------------------------------------------------
 
@@ -182,7 +185,7 @@ class Engine:
             if not invoked:
                 # Not a fresh edit at the cursor (a cursor move): no opportunity, but warm the model there.
                 if c.prewarm and c.enabled:
-                    self._prewarm(state, cursor)
+                    self.starts.prewarm(state, cursor)
                 return None
             opp = PendingOpportunity(ev.new_id(), version, cursor)
             self.funnel.opportunity(state.language, opp.opportunity_id, state.hash, "insert", "invoked")
@@ -236,43 +239,11 @@ class Engine:
             return None
         self.funnel.attempt(trace, opp.opportunity_id, "model")
         neighbours = await self.project.awaited(state, cursor, syntax, c) if invoked else None
-        live = trace.live = self._start(state, cursor, syntax, shape, text_now, settings, neighbours)
+        live = trace.live = self.starts.start(state, cursor, syntax, shape, text_now, settings, neighbours)
         text = await self._wait(live, state, trace, text_now, cursor, c)
         if live.error:
             return self._lose(state, trace, "error")
         return self._answer(state, trace, cursor, text)
-
-    def _job(
-        self,
-        state: DocState,
-        cursor: int,
-        syntax: SyntaxContext | None,
-        live: Live,
-        settings: Settings,
-        neighbours: Neighbours | None = None,
-    ) -> Job:
-        """The frozen job of a generation into ``live``: the request's settings, the prompt's input (with
-        the project part there is unless the request waited for a newer one)."""
-        c = settings.completion
-        if neighbours is None:
-            neighbours = self.project.current(state, cursor, syntax, c)
-        data = self.workspace.prompt_input(state, cursor, syntax, c, neighbours)
-        return Job(settings, data, live.shape)
-
-    def _start(
-        self,
-        state: DocState,
-        cursor: int,
-        syntax: SyntaxContext | None,
-        shape: Shape,
-        text: str,
-        s: Settings,
-        neighbours: Neighbours | None = None,
-    ) -> Live:
-        """Start a generation at ``cursor`` with settings ``s``."""
-        live = Live.at_cursor(state.doc.uri, text, cursor, shape)
-        self.worker.start(live, self._job(state, cursor, syntax, live, s, neighbours))
-        return live
 
     async def _wait(
         self, live: Live, state: DocState, trace: RequestTrace, text: str, cursor: int, c: CompletionSettings
@@ -307,34 +278,6 @@ class Engine:
         state.last_answer = None
         self.funnel.response(trace, None, reason)
         return None
-
-    # ---- the model's idle time ----------------------------------------------------------------------
-
-    def _speculate(self, state: DocState, cursor: int) -> None:
-        """After an accept, start the next suggestion before the user asks for it."""
-        line_prefix, line_suffix = state.doc.line_around(cursor, LINE_CHARS)
-        if should_trigger(line_prefix, line_suffix):
-            return
-        syntax = self.workspace.syntax(state, cursor)
-        shape = self.workspace.shape(
-            syntax, state.doc, cursor, line_prefix, line_suffix, self.settings.completion
-        )
-        self._start(state, cursor, syntax, shape, state.doc.text, self.settings)
-
-    def _prewarm(self, state: DocState, cursor: int) -> None:
-        """Evaluate the prompt at ``cursor`` while the model is idle, so the first keystroke there is warm."""
-        if self.worker.idle:
-            placeholder = Live.at_cursor(state.doc.uri, "", 0, Shape(False, 1, "", ""), prewarm=True)
-            syntax = self.workspace.syntax(state, cursor)
-            self.worker.prewarm(placeholder, self._job(state, cursor, syntax, placeholder, self.settings))
-
-    def _project_changed(self, uri: str) -> None:
-        """A document's project part changed: warm the model with the new prompt where the user is."""
-        state = self.workspace.get(uri)
-        c = self.settings.completion
-        if state is not None and c.prewarm and c.enabled:
-            opp = state.opportunity
-            self._prewarm(state, opp.cursor if opp is not None else len(state.doc.text))
 
     def saved(self, uri: str) -> None:
         """A document was saved: the project part reads workspace files again where they changed."""
