@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 from xml.etree.ElementTree import Element
 
 from opportune.telemetry.cpo import METRICS
-from opportune.telemetry.dashboard import svg
 from opportune.telemetry.dashboard.data import ArmView, Message, View, format_day
 from opportune.telemetry.dashboard.html import (
     COUNT_LABELS,
@@ -34,6 +33,7 @@ from opportune.telemetry.dashboard.html import (
     swatch,
     with_tail,
 )
+from opportune.telemetry.dashboard.mpl import BETTER, INK, WORSE
 from opportune.telemetry.dashboard.panels import (
     daily_chart,
     factor_panels,
@@ -104,7 +104,7 @@ def _verdict(view: View) -> Element | None:
         cpo = arm.comparisons.get("cpo")
         row = el("div", None, class_="arm-verdict")
         row.append(el("span", arm.verdict, class_=f"pill {VERDICT_CLASSES.get(arm.verdict, 'neutral')}"))
-        name = el("b", None, swatch(colours.get(arm.arm, svg.INK)))
+        name = el("b", None, swatch(colours.get(arm.arm, INK)))
         name[0].tail = arm.arm
         row.append(name)
         detail = f"vs {a.control}: CPO {lift_text(cpo) or 'not comparable'}"
@@ -178,8 +178,8 @@ def _accent(a: ExperimentAnalysis) -> str:
     """The verdict card's edge: red for any harm or SRM alarm, green for a ship, grey otherwise."""
     verdicts = {arm.verdict for arm in a.arms}
     if a.srm.alarm or "harm" in verdicts:
-        return svg.WORSE
-    return svg.BETTER if "ship" in verdicts else "#c3c9d2"
+        return WORSE
+    return BETTER if "ship" in verdicts else "#c3c9d2"
 
 
 def _kpi(arm: ArmView, result: ArmResult | None, span: int, budget_ms: float) -> Element:

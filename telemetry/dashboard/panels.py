@@ -7,7 +7,7 @@ import math
 from xml.etree.ElementTree import Element
 
 from opportune.telemetry.cpo import FACTORS, METRICS
-from opportune.telemetry.dashboard import svg
+from opportune.telemetry.dashboard import arm_charts, charts
 from opportune.telemetry.dashboard.data import Cell, View, finite
 from opportune.telemetry.dashboard.html import (
     COUNT_LABELS,
@@ -20,6 +20,7 @@ from opportune.telemetry.dashboard.html import (
     lift_text,
     swatch,
 )
+from opportune.telemetry.dashboard.mpl import BETTER, INK, MUTED, WORSE
 from opportune.telemetry.experiments import ArmResult, Estimate
 from opportune.telemetry.numbers import DASH, fmt_metric, fmt_relative, fmt_share, p_clause
 
@@ -34,7 +35,7 @@ def daily_chart(view: View) -> Element:
                 continue
             e = c.estimate
             points.append(
-                svg.Point(
+                charts.Point(
                     index=index[c.key],
                     value=e.value or 0.0,
                     low=finite(e.ci_low),
@@ -45,8 +46,8 @@ def daily_chart(view: View) -> Element:
                     ),
                 )
             )
-        series.append(svg.Series(arm.label, arm.colour, points))
-    return svg.time_series(
+        series.append(charts.Series(arm.label, arm.colour, points))
+    return charts.time_series(
         view.days,
         series,
         id_="chart-cpo-daily",
@@ -70,7 +71,7 @@ def funnel_chart(view: View, *, wide: bool) -> Element:
             count = getattr(f, key)
             share = count / f.opportunities if f.opportunities else 0.0
             bars.append(
-                svg.Bar(
+                charts.Bar(
                     series=arm.label,
                     colour=arm.colour,
                     value=share,
@@ -79,7 +80,7 @@ def funnel_chart(view: View, *, wide: bool) -> Element:
                 )
             )
         groups.append((title, bars))
-    return svg.grouped_columns(
+    return charts.grouped_columns(
         groups,
         id_="chart-funnel",
         label="Funnel per arm as a share of opportunities",
@@ -100,11 +101,11 @@ def factor_panels(view: View) -> Element:
             result = next((r for r in a.arms if r.arm == arm.name), None) if a is not None else None
             estimate = result.metrics[name] if result is not None else Estimate(getattr(arm.funnel, name))
             comparison = result.comparisons.get(name) if result is not None else None
-            note, note_colour = "", svg.MUTED
+            note, note_colour = "", MUTED
             if comparison is not None and comparison.relative is not None:
                 note = f"{fmt_relative(comparison.relative)} · {p_clause(comparison.p_adjusted)}"
                 if comparison.significant:
-                    note_colour = svg.BETTER if comparison.relative > 0 else svg.WORSE
+                    note_colour = BETTER if comparison.relative > 0 else WORSE
             elif (
                 result is not None
                 and control is not None
@@ -116,7 +117,7 @@ def factor_panels(view: View) -> Element:
             if comparison is not None and comparison.relative is not None:
                 tooltip += f" · vs control {lift_text(comparison)}, {p_clause(comparison.p_adjusted)}"
             rows.append(
-                svg.Interval(
+                arm_charts.Interval(
                     series=arm.label,
                     colour=arm.colour,
                     value=finite(estimate.value),
@@ -134,7 +135,7 @@ def factor_panels(view: View) -> Element:
         if control is not None and len(view.arms) > 1:
             reference = finite(control.metrics[name].value)
         panels.append(
-            svg.interval_panel(
+            arm_charts.interval_panel(
                 METRIC_TITLES[name] + (" = the product" if name == "cpo" else ""),
                 subtitle,
                 rows,
@@ -159,7 +160,7 @@ def waterfalls(view: View) -> list[Element]:
             c = arm.comparisons.get(name)
             lift = arm.log_lift.get(name)
             steps.append(
-                svg.Step(
+                arm_charts.Step(
                     name=METRIC_TITLES[name],
                     log_lift=lift,
                     significant=bool(c and c.significant),
@@ -175,7 +176,7 @@ def waterfalls(view: View) -> list[Element]:
         interval = None
         if c and c.relative_ci_low is not None and c.relative_ci_high is not None and c.relative_ci_low > -1:
             interval = (math.log1p(c.relative_ci_low), math.log1p(c.relative_ci_high))
-        total = svg.Step(
+        total = arm_charts.Step(
             name="CPO",
             log_lift=lift,
             significant=bool(c and c.significant),
@@ -185,16 +186,16 @@ def waterfalls(view: View) -> list[Element]:
             tooltip=f"{arm.arm} vs {a.control} · CPO: {lift_text(c) or 'undefined'}"
             + (f", {p_clause(c.p_adjusted)}" if c and c.p_adjusted is not None else ""),
         )
-        chart = svg.waterfall(
+        chart = arm_charts.waterfall(
             steps,
             total,
-            colour=colours.get(arm.arm, svg.INK),
+            colour=colours.get(arm.arm, INK),
             total_interval=interval,
             id_=f"chart-lift-{index}",
             label=f"Which factor moved CPO: {arm.arm} vs {a.control}",
         )
         if len(a.arms) > 2:
-            title = el("div", None, swatch(colours.get(arm.arm, svg.INK)), class_="below")
+            title = el("div", None, swatch(colours.get(arm.arm, INK)), class_="below")
             title[0].tail = f"{arm.arm} vs {a.control}"
             charts.append(title)
         charts.append(chart)
@@ -220,9 +221,11 @@ def _mover_sentence(arm: ArmResult, control: str) -> str:
 
 
 def latency_chart(view: View) -> Element:
-    return svg.latency_histogram(
+    return arm_charts.latency_histogram(
         [
-            svg.Distribution(a.label, a.colour, a.latencies_ms.tolist(), a.latency_p50_ms, a.latency_p95_ms)
+            arm_charts.Distribution(
+                a.label, a.colour, a.latencies_ms.tolist(), a.latency_p50_ms, a.latency_p95_ms
+            )
             for a in view.arms
         ],
         budget_ms=view.query.budget_ms,
@@ -243,13 +246,13 @@ def survival_chart(view: View) -> Element:
     for arm in view.arms:
         if not arm.survival:
             continue
-        points = [svg.Point(0, 1.0, None, None, f"{arm.label}: all of it, at the accept")]
+        points = [charts.Point(0, 1.0, None, None, f"{arm.label}: all of it, at the accept")]
         for p in arm.survival:
             e = p.estimate
             if e.value is None:
                 continue
             points.append(
-                svg.Point(
+                charts.Point(
                     index=index[p.checkpoint_s],
                     value=e.value,
                     low=finite(e.ci_low),
@@ -261,8 +264,8 @@ def survival_chart(view: View) -> Element:
                     ),
                 )
             )
-        series.append(svg.Series(arm.label, arm.colour, points))
-    return svg.time_series(
+        series.append(charts.Series(arm.label, arm.colour, points))
+    return charts.time_series(
         ["accept", *map(_checkpoint_label, checkpoints)],
         series,
         id_="chart-survival",
@@ -276,9 +279,11 @@ def fates_chart(view: View) -> Element:
     order = list(FATE_COLOURS)
     for arm in view.arms:
         names = sorted(arm.attempt_fates, key=lambda n: (order.index(n) if n in order else len(order), n))
-        segments = [svg.Segment(n, arm.attempt_fates[n], FATE_COLOURS.get(n, "#b0b7c1")) for n in names]
+        segments = [
+            arm_charts.Segment(n, arm.attempt_fates[n], FATE_COLOURS.get(n, "#b0b7c1")) for n in names
+        ]
         rows.append((arm.label, arm.colour, segments))
-    return svg.stacked_shares(rows, id_="chart-losses", label="What happened to each attempt, per arm")
+    return arm_charts.stacked_shares(rows, id_="chart-losses", label="What happened to each attempt, per arm")
 
 
 def language_chart(view: View) -> Element:
@@ -296,7 +301,7 @@ def language_chart(view: View) -> Element:
                 continue
             e = c.estimate
             bars.append(
-                svg.RowBar(
+                charts.RowBar(
                     series=arm.label,
                     colour=arm.colour,
                     value=finite(e.value),
@@ -311,6 +316,6 @@ def language_chart(view: View) -> Element:
             )
         installs = sum(c.installs for c in cells)
         groups.append((language or "(unknown)", f"{installs:,} installs", bars))
-    return svg.grouped_rows(
+    return charts.grouped_rows(
         groups, id_="chart-languages", label="CPO per language per arm", fmt=lambda v: f"{v:g}"
     )
