@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,6 +88,9 @@ def chart(width: float, height: float) -> Iterator[Chart]:
     import matplotlib as mpl
     from matplotlib.figure import Figure
 
+    # DejaVu Sans has no weight 600: matplotlib measures such text at 700 (close enough, the browser
+    # draws it in the page's font) and would log that on every new size, once per process.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     with mpl.rc_context(_RC):  # type: ignore[arg-type]
         figure = Figure(figsize=(width / 72, height / 72), dpi=72)
         figure.patch.set_alpha(0)
