@@ -511,9 +511,11 @@ def test_three_arms_get_a_colour_and_a_lift_chart_each() -> None:
     assert 'id="chart-lift-0"' in body and 'id="chart-lift-1"' in body
     assert "(Holm-corrected)" in body
     for arm in view.arms:  # the same colour for an arm in every chart
-        tags = re.findall(rf'<(?:rect|circle)[^>]*data-arm="{re.escape(arm.name)}"[^>]*>', body)
+        # A bar is a group carrying the arm, its tooltip and the drawn shape.
+        bar = rf'<g class="bar" data-arm="{re.escape(arm.name)}">\s*<title>[^<]*</title>\s*<path[^>]*>'
+        tags = re.findall(bar, body)
         assert len(tags) >= 4, arm.name  # funnel bars, language bars...
-        assert {re.search(r'fill="([^"]+)"', t).group(1) for t in tags} == {arm.colour}  # type: ignore[union-attr]
+        assert {re.search(r"fill: (#[0-9a-f]{6})", t).group(1) for t in tags} == {arm.colour}  # type: ignore[union-attr]
 
 
 def test_events_without_an_experiment_show_every_arm_without_a_verdict() -> None:
