@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from opportune.server.backends.fake import FakeBackend, fake_tokens
@@ -27,6 +28,11 @@ async def test_a_model_attempt_row_has_the_prompts_tokens_per_context_source() -
     doc = Document(URI, TEXT)
     try:
         assert await engine.complete(URI, doc.position_at(len(TEXT)), invoked=True) is not None
+        # The generation finishes (a still-running one answers as the model, not the cache).
+        for _ in range(500):
+            if engine.worker.live is None or engine.worker.live.done:
+                break
+            await asyncio.sleep(0.01)
         end = doc.position_at(len(TEXT))
         engine.change(URI, 2, [(end, end, "m")])  # typed into the suggestion: answered from the cache
         doc.apply(end, end, "m")
